@@ -1,0 +1,108 @@
+"""Engine throughput against Hugging Face `model.generate`, same model, same 64 prompts.
+
+    python bench/engine.py [--model DIR] [--preset 5m] [--batch 64] [--new-tokens 128]
+
+Both sides decode greedily for exactly `--new-tokens` tokens (no early stop, so the work is
+equal), after one warm-up call each. Prints tokens/s for each, the ratio, and the fraction of
+this CPU's measured matmul peak the engine reaches (2 * params FLOPs per token).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from ponder.engine import Engine, SamplingParams
+from ponder.format import render_prompt
+from ponder.model import count_parameters, load, new_model
+from ponder.tasks import BUILTIN, get_task
+
+
+def matmul_peak_gflops(size: int = 1024, repeats: int = 20) -> float:
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def prompts(batch: int) -> list[str]:
+    names = sorted(BUILTIN)
+    return [render_prompt(get_task(names[i % len(names)]).problem("eval", i, 2).prompt) for i in range(batch)]
+
+
+def time_generate(model, tokenizer, texts, new_tokens) -> float:
+    tokenizer.padding_side = "left"
+    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    kwargs = dict(
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        do_sample=False,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.inference_mode():
+        model.generate(**enc, **{**kwargs, "max_new_tokens": 4, "min_new_tokens": 4})  # warm-up
+        start = time.perf_counter()
+        out = model.generate(**enc, **kwargs)
+    elapsed = time.perf_counter() - start
+    assert out.shape[1] - enc.input_ids.shape[1] == new_tokens
+    return elapsed
+
+
+def time_engine(engine, texts, new_tokens) -> float:
+    # min_thinking_tokens would alter the text; instead stop nothing: no end tokens count.
+    end_ids, engine.end_ids = engine.end_ids, set()
+    try:
+        params = SamplingParams(temperature=0, max_tokens=new_tokens)
+        engine.generate(texts, SamplingParams(temperature=0, max_tokens=4))  # warm-up
+        start = time.perf_counter()
+        groups = engine.generate(texts, params)
+        elapsed = time.perf_counter() - start
+    finally:
+        engine.end_ids = end_ids
+    assert all(len(g[0].token_ids) == new_tokens for g in groups)
+    return elapsed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", help="a model directory (default: the shipped base, else a new --preset)")
+    ap.add_argument("--preset", default="5m", help="size of a freshly initialised model if no --model")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--new-tokens", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.model:
+        model, tokenizer = load(args.model)
+    else:
+        from ponder.assets import base_model_path
+
+        model, tokenizer = load(base_model_path())
+        if args.preset:
+            model = new_model(args.preset, tokenizer).eval()
+    texts = prompts(args.batch)
+    tokens = args.batch * args.new_tokens
+    t_hf = time_generate(model, tokenizer, texts, args.new_tokens)
+    t_ponder = time_engine(Engine(model, tokenizer), texts, args.new_tokens)
+    peak = matmul_peak_gflops()
+    achieved = 2 * count_parameters(model) * tokens / t_ponder / 1e9
+    print(
+        f"model: {count_parameters(model) / 1e6:.2f}M params, batch {args.batch}, "
+        f"{args.new_tokens} new tokens each, greedy, torch threads {torch.get_num_threads()}"
+    )
+    print(f"model.generate : {tokens / t_hf:10.0f} tokens/s  ({t_hf:.2f} s)")
+    print(f"ponder engine  : {tokens / t_ponder:10.0f} tokens/s  ({t_ponder:.2f} s)")
+    print(f"ratio (ponder / generate): {t_hf / t_ponder:.2f}x   target >= 3x")
+    print(
+        f"engine compute: {achieved:.1f} GFLOP/s = {achieved / peak:.1%} of this CPU's measured "
+        f"fp32 matmul peak ({peak:.0f} GFLOP/s)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""`ponder <command>`: thin wrappers over the library that render progress and tables.
+
+ponder demo                       the shipped base model: evaluate it on the default mix
+ponder pretrain --recipe base     reproduce the shipped base model from scratch
+ponder sft --init DIR             supervised fine-tuning (loss on the answer only)
+ponder eval --model DIR           held-out accuracy per task
+ponder chat --model DIR           talk to a model in the terminal
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ponder.cliargs import add_config_flags, build_config
+from ponder.errors import PonderError
+
+console = Console()
+
+
+def progress_bar() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console,
+        transient=False,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# pretrain / sft
+
+
+def cmd_train(args, loss_on: str) -> None:
+    from ponder.recipes import RECIPES
+    from ponder.train.lm import LMConfig, train_lm
+
+    base = {"loss_on": loss_on, "out": f"runs/{'pretrain' if loss_on == 'all' else 'sft'}"}
+    if getattr(args, "recipe", None):
+        if args.recipe not in RECIPES:
+            raise PonderError(f"unknown --recipe {args.recipe!r}; known: {sorted(RECIPES)}")
+        base.update(RECIPES[args.recipe])
+    cfg = build_config(LMConfig, args, base)
+    if loss_on == "completion" and not cfg.init:
+        from ponder.assets import base_model_path
+
+        cfg.init = str(base_model_path())
+    with progress_bar() as bar:
+        job = bar.add_task("pretrain" if loss_on == "all" else "sft", total=cfg.steps, info="")
+
+        def on_step(m: dict) -> None:
+            info = f"loss {m['loss']:.3f}  {m['tokens_per_s']:.0f} tok/s  lr {m['lr']:.1e}"
+            bar.update(job, completed=m["step"], info=info)
+
+        out = train_lm(cfg, resume=args.resume, on_step=on_step)
+    console.print(f"model saved to [bold]{out}[/]; metrics in {Path(cfg.out) / 'metrics.jsonl'}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# eval
+
+
+def eval_table(title: str, reports: dict) -> Table:
+    """One column per model (e.g. before / after RL), one row per task."""
+    table = Table(title=title)
+    table.add_column("task")
+    for name in reports:
+        table.add_column(f"{name} acc", justify="right")
+        table.add_column(f"{name} tok/ans", justify="right")
+    tasks = sorted({t for r in reports.values() for t in r.by_task})
+    for task in tasks:
+        cells = []
+        for r in reports.values():
+            s = r.by_task.get(task)
+            cells += [f"{s.accuracy:.1%}", f"{s.tokens_per_answer:.0f}"] if s else ["-", "-"]
+        table.add_row(task, *cells)
+    overall = []
+    for r in reports.values():
+        overall += [f"[bold]{r.overall:.1%}", f"{r.tokens / max(1, r.problems):.0f}"]
+    table.add_row("[bold]overall", *overall)
+    return table
+
+
+def run_eval(model_dir, tasks: str, per_cell: int, max_tokens: int, label: str):
+    from ponder import model as models
+    from ponder.engine import Engine, SamplingParams
+    from ponder.evals import evaluate
+    from ponder.tasks.mix import TaskMix
+
+    model, tokenizer = models.load(model_dir)
+    problems = TaskMix(tasks).eval_set(per_cell)
+    with progress_bar() as bar:
+        job = bar.add_task(f"eval {label}", total=len(problems), info="greedy")
+        report = evaluate(
+            Engine(model, tokenizer),
+            problems,
+            SamplingParams(temperature=0.0, max_tokens=max_tokens),
+            progress=lambda k: bar.advance(job, k),
+        )
+    return report
+
+
+def cmd_eval(args) -> None:
+    from ponder.assets import base_model_path
+
+    model_dir = args.model or base_model_path()
+    report = run_eval(model_dir, args.tasks, args.per_task, args.max_tokens, "model")
+    console.print(eval_table(f"held-out accuracy, {model_dir}", {"model": report}))
+    console.print(f"{report.problems} problems, {report.tokens} tokens, {report.wall_s:.1f} s")
+    if args.json:
+        from ponder.io import atomic_write_json
+
+        atomic_write_json(args.json, {**report.to_json(), "samples": report.samples})
+        console.print(f"JSON written to {args.json}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# chat and demo
+
+
+def cmd_chat(args) -> None:
+    from ponder.chat import chat_loop
+
+    chat_loop(args.model, console, max_tokens=args.max_tokens, temperature=args.temperature)
+
+
+def cmd_demo(args) -> None:
+    from ponder.assets import base_model_path
+
+    console.rule("[bold]ponder demo: the shipped base model")
+    base = base_model_path()
+    report = run_eval(base, args.tasks, args.per_task, args.max_tokens, "base")
+    console.print(eval_table("held-out greedy accuracy of the shipped base", {"base": report}))
+    console.print(f"{report.problems} held-out problems, {report.tokens} tokens, {report.wall_s:.1f} s")
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    from ponder.tasks.mix import DEFAULT_MIX
+    from ponder.train.lm import LMConfig
+
+    ap = argparse.ArgumentParser(
+        prog="ponder", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    def eval_flags(p, per_task=20):
+        p.add_argument("--tasks", default=DEFAULT_MIX, help="task mix (default: %(default)s)")
+        p.add_argument(
+            "--per-task", type=int, default=per_task, help="held-out problems per task and difficulty"
+        )
+        p.add_argument("--max-tokens", type=int, default=256, help="tokens per answer at most")
+
+    p = sub.add_parser("demo", help="evaluate the shipped base model on the default mix")
+    eval_flags(p)
+    for name, loss_on in (("pretrain", "all"), ("sft", "completion")):
+        p = sub.add_parser(name, help=f"next-token training, loss on {loss_on} tokens")
+        add_config_flags(p, LMConfig, skip=("loss_on",))
+        p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+        if name == "pretrain":
+            p.add_argument("--recipe", help="a named config, e.g. 'base' (the shipped base model)")
+    p = sub.add_parser("eval", help="held-out accuracy per task")
+    p.add_argument("--model", help="model directory (default: the shipped base)")
+    p.add_argument("--json", help="write the report (and every completion) to this JSON file")
+    eval_flags(p)
+    p = sub.add_parser("chat", help="talk to a model in the terminal")
+    p.add_argument("--model", help="model directory (default: the shipped base)")
+    p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=0.0)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    commands = {
+        "demo": cmd_demo,
+        "pretrain": lambda a: cmd_train(a, "all"),
+        "sft": lambda a: cmd_train(a, "completion"),
+        "eval": cmd_eval,
+        "chat": cmd_chat,
+    }
+    try:
+        commands[args.command](args)
+    except PonderError as e:
+        console.print(f"[red]error:[/] {e}")
+        return 2
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

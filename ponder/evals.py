@@ -1,0 +1,102 @@
+"""Held-out evaluation: accuracy per task, tokens per answer, wall time.
+
+    report = evaluate(engine, mix.eval_set(per_cell=20), SamplingParams(temperature=0))
+    report.overall, report.by_task["countdown"].accuracy, report.to_json()
+
+Problems come from the eval split only (disjoint from training by construction, see
+tasks/base.py). Scores are the tasks' own verifiers applied to the whole completion.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from ponder.engine import Engine, Rollout, SamplingParams
+from ponder.format import render_prompt
+from ponder.tasks import Problem, get_task
+
+
+@dataclass
+class TaskScore:
+    task: str
+    problems: int = 0
+    correct: float = 0.0
+    tokens: int = 0
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.problems if self.problems else 0.0
+
+    @property
+    def tokens_per_answer(self) -> float:
+        return self.tokens / self.problems if self.problems else 0.0
+
+
+@dataclass
+class EvalReport:
+    by_task: dict[str, TaskScore]
+    wall_s: float
+    samples: list[dict] = field(default_factory=list)  # one record per problem, for inspection
+
+    @property
+    def problems(self) -> int:
+        return sum(t.problems for t in self.by_task.values())
+
+    @property
+    def overall(self) -> float:
+        """Mean of the per-task accuracies (each task weighs the same, whatever its count)."""
+        scores = [t.accuracy for t in self.by_task.values()]
+        return sum(scores) / len(scores) if scores else 0.0
+
+    @property
+    def tokens(self) -> int:
+        return sum(t.tokens for t in self.by_task.values())
+
+    def to_json(self) -> dict:
+        return {
+            "overall_accuracy": self.overall,
+            "problems": self.problems,
+            "tokens": self.tokens,
+            "wall_s": round(self.wall_s, 3),
+            "by_task": {
+                name: {**asdict(t), "accuracy": t.accuracy, "tokens_per_answer": t.tokens_per_answer}
+                for name, t in self.by_task.items()
+            },
+        }
+
+
+def score_rollout(problem: Problem, rollout: Rollout) -> float:
+    return get_task(problem.task).score(problem, rollout.text)
+
+
+def evaluate(
+    engine: Engine,
+    problems: list[Problem],
+    params: SamplingParams | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> EvalReport:
+    """Greedy (by default) accuracy of `engine`'s model on `problems`, grouped by task."""
+    params = params or SamplingParams(temperature=0.0, max_tokens=256)
+    started = time.perf_counter()
+    groups = engine.generate([render_prompt(p.prompt) for p in problems], params, progress=progress)
+    by_task: dict[str, TaskScore] = defaultdict(lambda: TaskScore(""))
+    samples = []
+    for problem, group in zip(problems, groups, strict=True):
+        score = sum(score_rollout(problem, r) for r in group) / len(group)
+        t = by_task[problem.task]
+        t.task, t.problems, t.correct = problem.task, t.problems + 1, t.correct + score
+        t.tokens += sum(r.num_tokens for r in group) // len(group)
+        samples.append(
+            {
+                "task": problem.task,
+                "difficulty": problem.difficulty,
+                "prompt": problem.prompt,
+                "answer": problem.answer,
+                "completion": group[0].text,
+                "score": score,
+            }
+        )
+    return EvalReport(dict(sorted(by_task.items())), time.perf_counter() - started, samples)

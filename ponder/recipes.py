@@ -1,0 +1,13 @@
+"""Named configs. `base` is the recipe of the shipped base model (ponder/assets/base)."""
+
+RECIPES: dict[str, dict] = {
+    "base": {
+        "preset": "1m",
+        "steps": 600,
+        "batch_size": 32,
+        "lr": 3e-3,
+        "warmup": 50,
+        "mistake_rate": 0.1,
+        "seed": 0,
+    },
+}

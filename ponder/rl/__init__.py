@@ -1,0 +1,1 @@
+"""Reinforcement learning on verifiable rewards: advantages, losses and the training loop."""

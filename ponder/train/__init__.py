@@ -1,0 +1,1 @@
+"""Training loops: next-token (pretrain, sft) and reinforcement learning."""

@@ -1,0 +1,182 @@
+"""Next-token training: `ponder pretrain` (loss on every token) and `ponder sft` (loss on the answer).
+
+The two differ in one thing, the loss mask, so they share this loop:
+
+    for step in range(steps):
+        batch = examples(step)            # deterministic in (seed, step): resuming replays the stream
+        loss = cross_entropy(model(batch), mask = all tokens | completion tokens)
+        AdamW step, warm-up + cosine LR, gradient clipping
+        log; every save_every steps an atomic checkpoint
+
+A new model (no `init`) gets a tokenizer trained on a sample of the corpus, then a Llama of
+`preset` size. `resume=True` continues a run killed at any point from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ponder import model as models
+from ponder.checkpoint import load_checkpoint, prepare_run_dir, save_checkpoint, trim_metrics
+from ponder.corpus import Example, examples
+from ponder.errors import PonderError
+from ponder.io import append_jsonl
+from ponder.tasks.mix import DEFAULT_MIX, TaskMix
+from ponder.tokenizer import train_tokenizer
+
+LOSS_ON = ("all", "completion")
+
+
+@dataclass
+class LMConfig:
+    out: str = field(default="runs/pretrain", metadata={"help": "run directory"})
+    init: str | None = field(default=None, metadata={"help": "model dir to start from; none = a new model"})
+    preset: str = field(default="1m", metadata={"help": "size of a new model: 1m, 5m or 25m"})
+    tasks: str = field(default=DEFAULT_MIX, metadata={"help": "task mix, e.g. 'arithmetic:1-2,letters'"})
+    loss_on: str = field(default="all", metadata={"help": "all (pretrain) or completion (sft)"})
+    steps: int = field(default=1000, metadata={"help": "optimizer steps"})
+    batch_size: int = field(default=32, metadata={"help": "examples per step"})
+    max_len: int = field(default=384, metadata={"help": "tokens per example at most (longer are cut)"})
+    lr: float = field(default=3e-3, metadata={"help": "peak learning rate"})
+    min_lr_ratio: float = field(default=0.1, metadata={"help": "final LR as a fraction of the peak"})
+    warmup: int = field(default=50, metadata={"help": "linear warm-up steps"})
+    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay"})
+    grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm; 0 = off"})
+    mistake_rate: float = field(default=0.1, metadata={"help": "share of traces with a corrected mistake"})
+    vocab_size: int = field(default=512, metadata={"help": "tokenizer size for a new model"})
+    seed: int = field(default=0, metadata={"help": "seed for the data stream and the initialisation"})
+    save_every: int = field(default=100, metadata={"help": "checkpoint every this many steps"})
+    autocast: str = field(default="auto", metadata={"help": "auto (bf16 on GPU), bf16 or off"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
+
+    def __post_init__(self):
+        _allowed("loss_on", self.loss_on, LOSS_ON)
+        _allowed("preset", self.preset, tuple(models.PRESETS))
+        _allowed("autocast", self.autocast, ("auto", "bf16", "off"))
+        for name in ("steps", "batch_size", "max_len", "save_every", "vocab_size"):
+            if getattr(self, name) < 1:
+                raise PonderError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if not 0 <= self.mistake_rate <= 1:
+            raise PonderError(f"mistake_rate must be in [0, 1], got {self.mistake_rate!r}")
+        if self.lr <= 0:
+            raise PonderError(f"lr must be > 0, got {self.lr!r}")
+
+
+def _allowed(name: str, value, allowed: tuple) -> None:
+    if value not in allowed:
+        raise PonderError(f"{name} must be one of {list(allowed)}, got {value!r}")
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def lr_at(step: int, cfg) -> float:
+    """Linear warm-up to `lr`, then cosine decay to `lr * min_lr_ratio`."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def autocast_context(setting: str, device: torch.device):
+    # bf16 autocast pays off on GPUs; on CPU, tiny matmuls run slower in bf16 than fp32.
+    if setting == "bf16" or (setting == "auto" and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def make_optimizer(model, cfg) -> torch.optim.AdamW:
+    decay = [p for p in model.parameters() if p.dim() >= 2]  # no decay on norms and biases
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8)
+
+
+def collate(batch: list[Example], tokenizer, loss_on: str, max_len: int, device) -> dict[str, torch.Tensor]:
+    """Right-padded input ids and labels; labels are -100 where no loss is taken."""
+    rows, labels = [], []
+    for ex in batch:
+        prompt = tokenizer.encode(ex.prompt, add_special_tokens=False)
+        completion = tokenizer.encode(ex.completion, add_special_tokens=False)
+        ids = (prompt + completion)[:max_len]
+        lab = (prompt if loss_on == "all" else [-100] * len(prompt)) + completion
+        rows.append(ids)
+        labels.append(lab[:max_len])
+    width = max(len(r) for r in rows)
+    pad = tokenizer.pad_token_id
+    input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=device)
+    label_ids = torch.tensor([r + [-100] * (width - len(r)) for r in labels], device=device)
+    attention = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
+    return {"input_ids": input_ids, "labels": label_ids, "attention_mask": attention}
+
+
+def build_or_load(cfg: LMConfig, mix: TaskMix, device):
+    if cfg.init:
+        model, tokenizer = models.load(cfg.init, device=device)
+        return model.train(), tokenizer
+    sample = examples(mix, 0, 4000, cfg.mistake_rate, cfg.seed)
+    tokenizer = train_tokenizer((e.prompt + e.completion for e in sample), vocab_size=cfg.vocab_size)
+    model = models.new_model(cfg.preset, tokenizer, max_len=max(512, cfg.max_len), seed=cfg.seed)
+    return model.to(device).train(), tokenizer
+
+
+def train_lm(cfg: LMConfig, resume: bool = False, on_step: Callable[[dict], None] | None = None) -> Path:
+    """Run next-token training; returns the final model directory. `on_step(metrics)` each step."""
+    run_dir, device = Path(cfg.out), resolve_device(cfg.device)
+    mix = TaskMix(cfg.tasks)
+    prepare_run_dir(run_dir, cfg, resume)
+    start = 0
+    if resume:
+        model, tokenizer, state = load_checkpoint(run_dir, device)
+        optimizer = make_optimizer(model, cfg)
+        optimizer.load_state_dict(state["optimizer"])
+        start = state["step"]
+        trim_metrics(run_dir, start)
+    else:
+        model, tokenizer = build_or_load(cfg, mix, device)
+        optimizer = make_optimizer(model, cfg)
+    for step in range(start, cfg.steps):
+        metrics = train_step(model, tokenizer, optimizer, mix, cfg, step, device)
+        append_jsonl(run_dir / "metrics.jsonl", metrics)
+        if on_step:
+            on_step(metrics)
+        if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
+            save_checkpoint(run_dir, model, tokenizer, optimizer, step + 1)
+    return models.save(model, tokenizer, run_dir / "model")
+
+
+def train_step(model, tokenizer, optimizer, mix, cfg: LMConfig, step: int, device) -> dict:
+    started = time.perf_counter()
+    batch = examples(mix, step * cfg.batch_size, cfg.batch_size, cfg.mistake_rate, cfg.seed)
+    inputs = collate(batch, tokenizer, cfg.loss_on, cfg.max_len, device)
+    lr = lr_at(step, cfg)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    with autocast_context(cfg.autocast, device):
+        loss = model(**inputs).loss
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+    tokens = int(inputs["attention_mask"].sum())
+    seconds = time.perf_counter() - started
+    return {
+        "step": step + 1,
+        "total_steps": cfg.steps,
+        "loss": round(loss.item(), 5),
+        "lr": lr,
+        "grad_norm": round(float(grad_norm), 4),
+        "tokens": tokens,
+        "tokens_per_s": round(tokens / seconds, 1),
+    }
