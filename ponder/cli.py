@@ -65,6 +65,31 @@ def cmd_train(args, loss_on: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
+# rl
+
+
+def cmd_rl(args) -> None:
+    from ponder.train.rl import RLConfig, train_rl
+
+    cfg = build_config(RLConfig, args)
+    with progress_bar() as bar:
+        job = bar.add_task(f"rl {cfg.algorithm}", total=cfg.steps, info="")
+
+        def on_step(m: dict) -> None:
+            if "eval_accuracy" in m:
+                console.print(f"step {m['step']:>4}  held-out greedy accuracy {m['eval_accuracy']:.1%}")
+                return
+            info = (
+                f"reward {m['reward']:.2f}  acc {m['accuracy']:.2f}  len {m['response_len']:.0f}  "
+                f"gen {m['gen_s']:.1f}s train {m['train_s']:.1f}s"
+            )
+            bar.update(job, completed=m["step"], info=info)
+
+        out = train_rl(cfg, resume=args.resume, on_step=on_step)
+    console.print(f"policy saved to [bold]{out}[/]; metrics in {Path(cfg.out) / 'metrics.jsonl'}")
+
+
+# ---------------------------------------------------------------------------------------------------
 # eval
 
 
@@ -148,6 +173,7 @@ def cmd_demo(args) -> None:
 def parser() -> argparse.ArgumentParser:
     from ponder.tasks.mix import DEFAULT_MIX
     from ponder.train.lm import LMConfig
+    from ponder.train.rl import RLConfig
 
     ap = argparse.ArgumentParser(
         prog="ponder", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -169,6 +195,9 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
         if name == "pretrain":
             p.add_argument("--recipe", help="a named config, e.g. 'base' (the shipped base model)")
+    p = sub.add_parser("rl", help="reinforcement learning with verifiable rewards")
+    add_config_flags(p, RLConfig)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p = sub.add_parser("eval", help="held-out accuracy per task")
     p.add_argument("--model", help="model directory (default: the shipped base)")
     p.add_argument("--json", help="write the report (and every completion) to this JSON file")
@@ -186,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         "demo": cmd_demo,
         "pretrain": lambda a: cmd_train(a, "all"),
         "sft": lambda a: cmd_train(a, "completion"),
+        "rl": cmd_rl,
         "eval": cmd_eval,
         "chat": cmd_chat,
     }

@@ -97,3 +97,19 @@ def parse_int(text: str, words: bool = False) -> int | None:
     if value is None or value != value.to_integral_value():
         return None
     return int(value)
+
+
+def canonical_number(value: Decimal) -> str:
+    """One spelling per number: Decimal("73.0") and Decimal("73") both give "73"; never exponents."""
+    text = format(value.normalize(), "f")
+    return "0" if text in ("-0", "+0") else text
+
+
+def answer_key(text: object) -> str:
+    """A voting key for a free-form answer: the canonical number if it is one, else the cleaned text,
+    lowercased with whitespace collapsed. "" for empty or unreadable text."""
+    cleaned = clean_answer(text)
+    value = parse_number(cleaned)
+    if value is not None:
+        return canonical_number(value)
+    return " ".join(cleaned.lower().split())

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ponder.format import parse_completion
+from ponder.tasks.answers import answer_key as _default_answer_key
 
 SPLITS = ("train", "eval")
 EVAL_FRACTION = 0.2  # share of the prompt-hash space reserved for held-out problems
@@ -103,6 +104,13 @@ class Task(ABC):
             return 0.0
         # Exceptions propagate: the RL reward layer turns them into a 0 and a counted warning.
         return 1.0 if self.check(problem, parsed.answer) else 0.0
+
+    def answer_key(self, problem: Problem, answer: str) -> str:
+        """What votes are counted by: two answers (the text after </think>) share a key iff they are the
+        same answer. Default: the cleaned text, numbers canonical ("73", "73.0", "\\boxed{73}" -> "73").
+        "" means unparseable or empty, and never wins a vote. Families override it where one answer
+        has many surface forms. Total: any string in, never an exception."""
+        return _default_answer_key(answer)
 
     def trace_rng(self, problem: Problem, seed: int = 0) -> random.Random:
         return _rng("trace", self.name, seed, problem.split, problem.index, problem.difficulty)

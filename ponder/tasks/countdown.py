@@ -177,6 +177,24 @@ class CountdownTask(Task):
         value, used = result
         return value == target and not Counter(used) - Counter(numbers)
 
+    def answer_key(self, problem: Problem, answer: str) -> str:
+        """Expressions that are legal here (allowed numbers) vote by their value, "=22": every correct
+        expression shares one key. Illegal ones vote by their text; unreadable ones get ""."""
+        try:
+            target, numbers = _parse_prompt(problem.prompt)
+        except ValueError:
+            return super().answer_key(problem, answer)
+        sides = clean_answer(answer).split("=")
+        if len(sides) == 2:  # "3*5+7 = 22": keep the side that is not the bare target
+            sides = [sides[1]] if parse_int(sides[0]) == target else sides[:1]
+        result = evaluate_expression(sides[0]) if len(sides) == 1 else None
+        if result is None:
+            return ""
+        value, used = result
+        if Counter(used) - Counter(numbers):
+            return "expr:" + sides[0].replace(" ", "")
+        return f"={value}"
+
     def trace(self, problem: Problem, rng: random.Random, mistake: bool = False) -> str:
         target, numbers = _parse_prompt(problem.prompt)
         steps = solve(numbers, target) or []

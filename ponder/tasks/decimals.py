@@ -15,7 +15,7 @@ import random
 import re
 from decimal import Decimal
 
-from ponder.tasks.answers import clean_answer, parse_number
+from ponder.tasks.answers import canonical_number, clean_answer, parse_number
 from ponder.tasks.base import Draft, Problem, Task
 
 # difficulty -> (max integer part, max decimal places, how many numbers (lo, hi))
@@ -102,6 +102,17 @@ class DecimalsTask(Task):
             )
         value = parse_number(_VERDICT.sub("", text))
         return value is not None and value == Decimal(problem.answer)
+
+    def answer_key(self, problem: Problem, answer: str) -> str:
+        """Numbers as canonical Decimals ("9.90" -> "9.9"), a sorted list joined by ", "; "" if unreadable."""
+        text = clean_answer(answer)
+        parts = (
+            _SORT_SEPARATORS.split(text) if problem.prompt.startswith("Sort") else [_VERDICT.sub("", text)]
+        )
+        values = [parse_number(part) for part in parts]
+        if not text or any(v is None for v in values):
+            return ""
+        return ", ".join(canonical_number(v) for v in values)
 
     def trace(self, problem: Problem, rng: random.Random, mistake: bool = False) -> str:
         if problem.prompt.startswith("Sort"):

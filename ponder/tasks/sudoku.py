@@ -147,6 +147,11 @@ class SudokuTask(Task):
             return False
         return all(givens[r][c] in (0, grid[r][c]) for r in range(4) for c in range(4))
 
+    def answer_key(self, problem: Problem, answer: str) -> str:
+        """The 16 digits, whatever the separators; "" if it is not a 4x4 grid of 1-4."""
+        grid = parse_grid(clean_answer(answer))
+        return "" if grid is None else "".join(str(v) for row in grid for v in row)
+
     def trace(self, problem: Problem, rng: random.Random, mistake: bool = False) -> str:
         puzzle = _givens(problem.prompt)
         solution = [[int(ch) for ch in row] for row in problem.answer.split("/")]

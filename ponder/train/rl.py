@@ -1,0 +1,373 @@
+"""`ponder rl`: reinforcement learning with verifiable rewards. The whole loop, top to bottom:
+
+    for step in range(steps):
+        1) draw `prompts_per_step` train problems from the mix (optionally a difficulty curriculum)
+        2) the engine samples `group_size` completions per problem, sharing each prompt's prefill
+        3) rewards: the task verifier + declared shaping (format, overlong)
+        4) advantages: GRPO / Dr. GRPO / DAPO / RLOO / REINFORCE++ / PPO (value head + GAE)
+        5) `epochs` passes of clipped policy-gradient updates over minibatches
+        6) metrics to JSONL; every `eval_every` steps held-out greedy accuracy; atomic checkpoint
+
+What is kept and dropped. The sampler's log-probs are the "old" policy (the engine runs the same
+weights in fp32, so no extra forward pass is spent recomputing them); with one epoch and one
+minibatch the update is exactly on-policy and the clip is inactive, as in TRL's default. Tokens
+the model did not write (prompt, forced tokens, padding) are masked out of every loss. KL to a
+frozen reference is optional (`kl_coef`, k1 or k3). PPO shares the policy's backbone for its value
+head rather than training a second model: at tiny sizes a second model doubles the cost for little.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ponder import model as models
+from ponder.checkpoint import load_checkpoint, prepare_run_dir, save_checkpoint, trim_metrics
+from ponder.engine import Engine, SamplingParams
+from ponder.errors import PonderError
+from ponder.evals import evaluate
+from ponder.format import render_prompt
+from ponder.io import append_jsonl
+from ponder.rl import algorithms as alg
+from ponder.rl.batch import RolloutBatch, token_logprobs
+from ponder.rl.rewards import score
+from ponder.tasks.mix import DEFAULT_MIX, TaskMix
+from ponder.train.lm import autocast_context, resolve_device
+
+log = logging.getLogger(__name__)
+
+# Each algorithm is a few declared choices over the pure functions in ponder.rl.algorithms.
+ALGORITHMS: dict[str, dict] = {
+    "grpo": {"advantage": "grpo", "agg": "sequence"},
+    "dr_grpo": {"advantage": "dr_grpo", "agg": "constant"},
+    "dapo": {
+        "advantage": "grpo",
+        "agg": "token",
+        "eps_high": 0.28,
+        "dynamic_sampling": True,
+        "overlong_cache": 16,
+    },
+    "rloo": {"advantage": "rloo", "agg": "token"},
+    "reinforce_pp": {"advantage": "reinforce_pp", "agg": "token"},
+    "reinforce_pp_baseline": {"advantage": "reinforce_pp_baseline", "agg": "token"},
+    "ppo": {"advantage": "gae", "agg": "token"},
+}
+SELF_CORRECTION = re.compile(r"\bwait\b|let me recheck", re.IGNORECASE)
+
+
+@dataclass
+class RLConfig:
+    out: str = field(default="runs/rl", metadata={"help": "run directory"})
+    init: str | None = field(default=None, metadata={"help": "policy to start from (default: shipped base)"})
+    tasks: str = field(default=DEFAULT_MIX, metadata={"help": "task mix of the training problems"})
+    algorithm: str = field(default="grpo", metadata={"help": f"one of {sorted(ALGORITHMS)}"})
+    steps: int = field(default=60, metadata={"help": "RL steps (one batch of problems each)"})
+    prompts_per_step: int = field(default=32, metadata={"help": "problems per step"})
+    group_size: int = field(default=8, metadata={"help": "completions sampled per problem (G)"})
+    max_tokens: int = field(default=128, metadata={"help": "tokens per completion at most"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the rollouts"})
+    lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate (constant after warm-up)"})
+    warmup: int = field(default=5, metadata={"help": "linear LR warm-up steps"})
+    epochs: int = field(default=1, metadata={"help": "passes over each batch of rollouts"})
+    minibatches: int = field(default=1, metadata={"help": "optimizer steps per epoch"})
+    eps_low: float = field(default=0.2, metadata={"help": "PPO clip: ratio >= 1 - eps_low"})
+    eps_high: float | None = field(default=None, metadata={"help": "clip-higher: ratio <= 1 + eps_high"})
+    kl_coef: float = field(default=0.0, metadata={"help": "KL-to-reference weight; 0 = no reference"})
+    kl_estimator: str = field(default="k3", metadata={"help": "k1 or k3"})
+    format_coef: float = field(default=0.0, metadata={"help": "reward for a closed </think> and an answer"})
+    overlong_cache: int | None = field(default=None, metadata={"help": "DAPO soft overlong window; 0 = off"})
+    dynamic_sampling: bool | None = field(default=None, metadata={"help": "drop groups of equal rewards"})
+    curriculum: bool = field(default=False, metadata={"help": "easy difficulties first, harder later"})
+    vf_coef: float = field(default=0.5, metadata={"help": "PPO value-loss weight"})
+    gae_lambda: float = field(default=0.95, metadata={"help": "PPO GAE lambda"})
+    grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm; 0 = off"})
+    eval_every: int = field(
+        default=20, metadata={"help": "held-out eval every N steps; 0 = only at the ends"}
+    )
+    eval_per_task: int = field(default=20, metadata={"help": "held-out problems per task and difficulty"})
+    save_every: int = field(default=20, metadata={"help": "checkpoint every N steps"})
+    max_bad_steps: int = field(default=3, metadata={"help": "stop after this many NaN/inf losses in a row"})
+    seed: int = field(default=0, metadata={"help": "seed of the problem stream and the sampler"})
+    autocast: str = field(default="auto", metadata={"help": "auto (bf16 on GPU), bf16 or off"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
+
+    def __post_init__(self):
+        if self.algorithm not in ALGORITHMS:
+            raise PonderError(f"algorithm must be one of {sorted(ALGORITHMS)}, got {self.algorithm!r}")
+        preset = ALGORITHMS[self.algorithm]
+        # unset fields take the algorithm's declared value, else the neutral default
+        if self.eps_high is None:
+            self.eps_high = preset.get("eps_high", self.eps_low)
+        if self.overlong_cache is None:
+            self.overlong_cache = preset.get("overlong_cache", 0)
+        if self.dynamic_sampling is None:
+            self.dynamic_sampling = preset.get("dynamic_sampling", False)
+        if self.kl_estimator not in ("k1", "k3"):
+            raise PonderError(f"kl_estimator must be one of ['k1', 'k3'], got {self.kl_estimator!r}")
+        for name in ("steps", "prompts_per_step", "max_tokens", "epochs", "minibatches", "save_every"):
+            if getattr(self, name) < 1:
+                raise PonderError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if self.group_size < 2:
+            raise PonderError(f"group_size must be >= 2 (advantages compare samples), got {self.group_size}")
+        if not 0 < self.temperature <= 10:
+            raise PonderError(f"temperature must be in (0, 10] for RL sampling, got {self.temperature}")
+        if self.prompts_per_step % self.minibatches:
+            raise PonderError(
+                f"prompts_per_step ({self.prompts_per_step}) must be a multiple of minibatches ({self.minibatches})"
+            )
+
+    @property
+    def spec(self) -> dict:
+        return ALGORITHMS[self.algorithm]
+
+
+class ValueHead(torch.nn.Module):
+    """PPO's critic: a linear read-out of the policy's last hidden state, one value per token."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.linear = torch.nn.Linear(hidden, 1)
+        torch.nn.init.zeros_(self.linear.weight)
+        torch.nn.init.zeros_(self.linear.bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.linear(hidden.float()).squeeze(-1)
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+class RLRun:
+    """State of one run: policy, optional reference and value head, optimizer, counters."""
+
+    def __init__(self, cfg: RLConfig, resume: bool):
+        self.cfg, self.device = cfg, resolve_device(cfg.device)
+        self.run_dir = Path(cfg.out)
+        self.mix = TaskMix(cfg.tasks)
+        self.eval_problems = self.mix.eval_set(cfg.eval_per_task)
+        prepare_run_dir(self.run_dir, cfg, resume)
+        self.start, self.tokens_generated, extra = 0, 0, {}
+        if resume:
+            self.model, self.tokenizer, state = load_checkpoint(self.run_dir, self.device)
+            self.start, extra = state["step"], state["extra"]
+            self.tokens_generated = extra.get("tokens_generated", 0)
+            trim_metrics(self.run_dir, self.start)
+        else:
+            from ponder.assets import base_model_path
+
+            self.model, self.tokenizer = models.load(cfg.init or base_model_path(), device=self.device)
+        self.model.train()
+        self.value_head = None
+        if cfg.spec["advantage"] == "gae":
+            self.value_head = ValueHead(self.model.config.hidden_size).to(self.device)
+            if "value_head" in extra:
+                self.value_head.load_state_dict(extra["value_head"])
+        self.reference = None
+        if cfg.kl_coef > 0:  # a frozen copy of the starting policy (on resume: of the checkpoint)
+            self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)
+        params = list(self.model.parameters()) + (
+            list(self.value_head.parameters()) if self.value_head else []
+        )
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
+        if resume:
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.engine = Engine(self.model, self.tokenizer)
+        self.bad_steps = 0
+
+    def save(self, step: int) -> None:
+        extra = {"tokens_generated": self.tokens_generated}
+        if self.value_head is not None:
+            extra["value_head"] = self.value_head.state_dict()
+        save_checkpoint(self.run_dir, self.model, self.tokenizer, self.optimizer, step, extra)
+
+    def evaluate(self, step: int) -> dict:
+        self.model.eval()
+        report = evaluate(
+            self.engine, self.eval_problems, SamplingParams(temperature=0, max_tokens=self.cfg.max_tokens)
+        )
+        self.model.train()
+        by_task = {name: round(t.accuracy, 4) for name, t in report.by_task.items()}
+        return {
+            "step": step,
+            "eval_accuracy": round(report.overall, 4),
+            "eval_by_task": by_task,
+            "rl_tokens": self.tokens_generated,
+        }
+
+
+def train_rl(cfg: RLConfig, resume: bool = False, on_step: Callable[[dict], None] | None = None) -> Path:
+    """Run RL; returns the final model directory. `on_step(metrics)` after every step and eval."""
+    run = RLRun(cfg, resume)
+    metrics_path = run.run_dir / "metrics.jsonl"
+
+    def emit(record: dict) -> None:
+        append_jsonl(metrics_path, record)
+        if on_step:
+            on_step(record)
+
+    if run.start == 0:
+        emit(run.evaluate(0))
+    for step in range(run.start, cfg.steps):
+        emit(rl_step(run, step))
+        done = step + 1
+        if cfg.eval_every and done % cfg.eval_every == 0 or done == cfg.steps:
+            emit(run.evaluate(done))
+        if done % cfg.save_every == 0 or done == cfg.steps:
+            run.save(done)
+    return models.save(run.model, run.tokenizer, run.run_dir / "model")
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def draw_problems(run: RLRun, step: int):
+    cfg = run.cfg
+    problems = run.mix.problems("train", step * cfg.prompts_per_step, cfg.prompts_per_step, cfg.seed)
+    if not cfg.curriculum:
+        return problems
+    # curriculum: the allowed top difficulty rises linearly from the easiest level to the hardest
+    levels = sorted({c.difficulty for c in run.mix.cells})
+    top = levels[min(len(levels) - 1, int(len(levels) * step / cfg.steps))]
+    easy = [p for p in problems if p.difficulty <= top]
+    return (easy * math.ceil(len(problems) / max(1, len(easy))))[: len(problems)] if easy else problems
+
+
+def rl_step(run: RLRun, step: int) -> dict:
+    cfg, spec = run.cfg, run.cfg.spec
+    # 1-2) problems and rollouts
+    t0 = time.perf_counter()
+    problems = draw_problems(run, step)
+    run.model.eval()
+    params = SamplingParams(
+        n=cfg.group_size,
+        temperature=cfg.temperature,
+        max_tokens=cfg.max_tokens,
+        seed=cfg.seed * 100_003 + step,
+    )
+    groups = run.engine.generate([render_prompt(p.prompt) for p in problems], params)
+    run.model.train()
+    gen_s = time.perf_counter() - t0
+    rollouts = [r for g in groups for r in g]
+    run.tokens_generated += sum(r.num_tokens for r in rollouts)
+    # 3) rewards
+    scored = score(problems, groups, cfg.format_coef, cfg.max_tokens, cfg.overlong_cache)
+    if scored.errors:
+        log.warning("step %d: %d verifier error(s), those samples scored 0", step + 1, scored.errors)
+    keep, dropped = alg.dynamic_sampling_keep(scored.rewards, cfg.group_size)
+    constant_groups = dropped
+    if not cfg.dynamic_sampling:
+        keep = torch.ones_like(keep)
+    # 4-5) advantages and updates
+    t1 = time.perf_counter()
+    update = {"skipped": True}
+    if keep.any():
+        batch = RolloutBatch.build([r for r, k in zip(rollouts, keep.tolist(), strict=True) if k], run.device)
+        update = policy_update(run, batch, scored.rewards[keep].to(run.device), step)
+    train_s = time.perf_counter() - t1
+    # 6) metrics
+    lengths = torch.tensor([r.num_tokens for r in rollouts], dtype=torch.float)
+    thinking = torch.tensor([r.thinking_tokens for r in rollouts], dtype=torch.float)
+    new_tokens = int(lengths.sum())
+    return {
+        "step": step + 1,
+        "total_steps": cfg.steps,
+        "reward": round(scored.rewards.mean().item(), 4),
+        "accuracy": round(scored.correct.mean().item(), 4),
+        "response_len": round(lengths.mean().item(), 2),
+        "thinking_len": round(thinking.mean().item(), 2),
+        "self_correction": round(
+            sum(bool(SELF_CORRECTION.search(r.text)) for r in rollouts) / len(rollouts), 4
+        ),
+        "constant_groups": round(constant_groups, 4),
+        "verifier_errors": scored.errors,
+        **update,
+        "tokens": new_tokens,
+        "rl_tokens": run.tokens_generated,
+        "tokens_per_s": round(new_tokens / (gen_s + train_s), 1),
+        "gen_s": round(gen_s, 3),
+        "train_s": round(train_s, 3),
+    }
+
+
+def advantages_for(run: RLRun, batch: RolloutBatch, rewards: torch.Tensor) -> torch.Tensor:
+    name = run.cfg.spec["advantage"]
+    if name == "gae":
+        return batch.advantages  # computed in policy_update from the value head's old values
+    return alg.ADVANTAGES[name](rewards, batch.mask, run.cfg.group_size)
+
+
+def policy_update(run: RLRun, batch: RolloutBatch, rewards: torch.Tensor, step: int) -> dict:
+    cfg = run.cfg
+    lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    if run.reference is not None:
+        with torch.no_grad():
+            batch.ref_logprobs = token_logprobs(run.reference, batch, cfg.temperature).logprobs
+    if run.value_head is not None:
+        with torch.no_grad():
+            old_values = run.value_head(token_logprobs(run.model, batch, cfg.temperature).hidden)
+        per_token = alg.place_on_last_token(rewards, batch.mask)
+        batch.advantages, batch.returns = alg.gae(per_token, old_values, batch.mask, 1.0, cfg.gae_lambda)
+        batch.old_values = old_values
+    advantages = advantages_for(run, batch, rewards)
+    stats: dict[str, list[float]] = {}
+    for _ in range(cfg.epochs):
+        for rows in batch.minibatches(cfg.minibatches):
+            for k, v in minibatch_update(run, batch, advantages, rows).items():
+                stats.setdefault(k, []).append(v)
+    return {k: round(sum(v) / len(v), 5) for k, v in stats.items()} | {"lr": lr}
+
+
+def minibatch_update(run: RLRun, batch: RolloutBatch, advantages: torch.Tensor, rows: torch.Tensor) -> dict:
+    cfg = run.cfg
+    mb = batch.select(rows)
+    with autocast_context(cfg.autocast, run.device):
+        out = token_logprobs(run.model, mb, cfg.temperature, with_entropy=True)
+    loss, stats = alg.policy_loss(
+        out.logprobs,
+        mb.old_logprobs,
+        advantages.index_select(0, rows),
+        mb.mask,
+        eps_low=cfg.eps_low,
+        eps_high=cfg.eps_high,
+        agg=cfg.spec["agg"],
+        max_tokens=cfg.max_tokens,
+        ref_logprobs=mb.ref_logprobs,
+        kl_coef=cfg.kl_coef,
+        kl_kind=cfg.kl_estimator,
+    )
+    if run.value_head is not None:
+        v_loss, v_stats = alg.value_loss(run.value_head(out.hidden), mb.old_values, mb.returns, mb.mask)
+        loss = loss + cfg.vf_coef * v_loss
+        stats = stats | {"value_loss": v_loss.detach(), "value_clip_frac": v_stats["clip_frac"]}
+    if not torch.isfinite(loss):
+        return skip_bad_update(run, loss)
+    run.bad_steps = 0
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    params = [p for g in run.optimizer.param_groups for p in g["params"]]
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+    run.optimizer.step()
+    result = {k: float(v) for k, v in stats.items()}
+    return result | {"loss": loss.item(), "grad_norm": float(grad_norm), "entropy": float(out.entropy)}
+
+
+def skip_bad_update(run: RLRun, loss: torch.Tensor) -> dict:
+    run.bad_steps += 1
+    log.warning("non-finite loss (%s): update skipped (%d in a row)", loss.item(), run.bad_steps)
+    if run.bad_steps >= run.cfg.max_bad_steps:
+        raise PonderError(
+            f"{run.bad_steps} non-finite losses in a row: training diverged. Lower --lr (now {run.cfg.lr}), "
+            f"raise --grad-clip, or --resume from the last checkpoint in {run.run_dir}"
+        )
+    run.optimizer.zero_grad(set_to_none=True)
+    return {"skipped_updates": 1.0}

@@ -1,0 +1,268 @@
+"""Test-time strategies: ways to turn more generated tokens into better answers.
+
+    outcomes = majority(engine, problems, n=16, params=SamplingParams(temperature=0.8))
+    accuracy = sum(o.correct for o in outcomes) / len(outcomes)
+    tokens = sum(o.tokens for o in outcomes)  # every sample counted, not only the chosen one
+
+Every strategy is `(engine, problems, ...) -> list[Outcome]` and batches across problems: one
+`engine.generate` call per round with n samples per prompt, never a loop over problems. The task
+verifier scores the chosen answer *after* choosing; it is never used to choose, except by the
+`oracle` ranker of best-of-n (the upper bound a perfect verifier would give).
+
+    greedy          temperature 0, one sample
+    sample          one sample at the given temperature
+    majority        n samples, plurality of answer keys (self-consistency; maj@n)
+    best_of_n       n samples, the one a ranker scores highest (oracle or learned verifier)
+    weighted_vote   n samples, answer keys weighted by the ranker's summed scores
+    budget_forcing  s1: cap the thinking at a token budget (close </think>), or extend it with "Wait"
+    revision        sequential: the model sees its previous answer and tries again
+    auto_effort     rounds of k samples; a problem stops once its leading answer is confident
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from ponder.engine import Rollout, SamplingParams
+from ponder.format import render_prompt
+from ponder.tasks import Problem, get_task
+from ponder.ttc.answers import leader, plurality, sample_key, top_score, weighted
+
+# scores for each problem's rollouts, higher = more likely correct
+Ranker = Callable[[Sequence[Problem], Sequence[Sequence[Rollout]]], list[list[float]]]
+Progress = Callable[[int], None] | None
+
+DEFAULT_PARAMS = SamplingParams(temperature=0.8, max_tokens=256)
+REVISION_TEMPLATE = "{prompt} Your previous answer was {answer}. Check it and answer again."
+
+
+@dataclass
+class Outcome:
+    """One problem's result under a strategy."""
+
+    problem: Problem
+    answer: str  # the chosen answer text (after </think>)
+    key: str  # its voting key ("" = no readable answer)
+    correct: bool  # the task verifier on the chosen rollout, after choosing
+    tokens: int  # tokens generated for this problem, all samples and rounds included
+    samples: int  # rollouts drawn for this problem
+    rollout: Rollout | None = None  # the chosen one
+
+
+def accuracy(outcomes: Sequence[Outcome]) -> float:
+    return sum(o.correct for o in outcomes) / len(outcomes) if outcomes else 0.0
+
+
+def total_tokens(outcomes: Sequence[Outcome]) -> int:
+    return sum(o.tokens for o in outcomes)
+
+
+# ---------------------------------------------------------------------------------------------------
+# shared machinery
+
+
+def draw(engine, problems: Sequence[Problem], params: SamplingParams, progress: Progress = None):
+    """`params.n` rollouts per problem, in one batched engine call."""
+    return engine.generate([render_prompt(p.prompt) for p in problems], params, progress=progress)
+
+
+def keys_of(problem: Problem, group: Sequence[Rollout]) -> list[str]:
+    task = get_task(problem.task)
+    return [sample_key(task, problem, r) for r in group]
+
+
+def outcome(problem: Problem, group: Sequence[Rollout], chosen: int, tokens: int | None = None) -> Outcome:
+    """Score the chosen rollout with the task verifier (after the choice was made)."""
+    task = get_task(problem.task)
+    r = group[chosen]
+    return Outcome(
+        problem=problem,
+        answer=r.parsed.answer,
+        key=sample_key(task, problem, r),
+        correct=task.score(problem, r.text) > 0.5,
+        tokens=sum(x.num_tokens for x in group) if tokens is None else tokens,
+        samples=len(group),
+        rollout=r,
+    )
+
+
+def oracle_ranker(problems: Sequence[Problem], groups: Sequence[Sequence[Rollout]]) -> list[list[float]]:
+    """The task verifier as a ranker: best-of-n with it is pass@n, the ceiling for any verifier."""
+    return [[get_task(p.task).score(p, r.text) for r in g] for p, g in zip(problems, groups, strict=True)]
+
+
+def _params(params: SamplingParams | None, **changes) -> SamplingParams:
+    return dataclasses.replace(params or DEFAULT_PARAMS, **changes)
+
+
+def _round_seed(params: SamplingParams, round_index: int) -> int | None:
+    """Rounds must not repeat each other's draws: a fixed seed moves on with the round."""
+    return None if params.seed is None else params.seed + 1_000_003 * round_index
+
+
+# ---------------------------------------------------------------------------------------------------
+# one-shot strategies
+
+
+def greedy(
+    engine, problems, params: SamplingParams | None = None, progress: Progress = None
+) -> list[Outcome]:
+    groups = draw(engine, problems, _params(params, temperature=0.0, n=1), progress)
+    return [outcome(p, g, 0) for p, g in zip(problems, groups, strict=True)]
+
+
+def sample(
+    engine, problems, params: SamplingParams | None = None, progress: Progress = None
+) -> list[Outcome]:
+    groups = draw(engine, problems, _params(params, n=1), progress)
+    return [outcome(p, g, 0) for p, g in zip(problems, groups, strict=True)]
+
+
+def majority(
+    engine, problems, n: int = 8, params: SamplingParams | None = None, progress: Progress = None
+) -> list[Outcome]:
+    """Self-consistency: the most frequent answer key among n samples."""
+    groups = draw(engine, problems, _params(params, n=n), progress)
+    return [outcome(p, g, plurality(keys_of(p, g))) for p, g in zip(problems, groups, strict=True)]
+
+
+def best_of_n(
+    engine,
+    problems,
+    n: int = 8,
+    ranker: Ranker = oracle_ranker,
+    params: SamplingParams | None = None,
+    progress: Progress = None,
+) -> list[Outcome]:
+    """The sample the ranker scores highest (among those with an answer)."""
+    groups = draw(engine, problems, _params(params, n=n), progress)
+    scores = ranker(problems, groups)
+    return [
+        outcome(p, g, top_score(keys_of(p, g), s)) for p, g, s in zip(problems, groups, scores, strict=True)
+    ]
+
+
+def weighted_vote(
+    engine,
+    problems,
+    n: int = 8,
+    ranker: Ranker = oracle_ranker,
+    params: SamplingParams | None = None,
+    progress: Progress = None,
+) -> list[Outcome]:
+    """Verifier-weighted vote: answer keys ranked by the sum of their samples' scores."""
+    groups = draw(engine, problems, _params(params, n=n), progress)
+    scores = ranker(problems, groups)
+    return [
+        outcome(p, g, weighted(keys_of(p, g), s)) for p, g, s in zip(problems, groups, scores, strict=True)
+    ]
+
+
+def budget_forcing(
+    engine,
+    problems,
+    max_thinking_tokens: int | None = 64,
+    min_thinking_tokens: int = 0,
+    params: SamplingParams | None = None,
+    progress: Progress = None,
+) -> list[Outcome]:
+    """s1 budget forcing, greedy by default: the engine writes "</think>" once the thinking reaches
+    `max_thinking_tokens`, and "Wait" when the model tries to close it before `min_thinking_tokens`.
+    Forced tokens are counted in `tokens` (they occupy the context like any other)."""
+    base = params or dataclasses.replace(DEFAULT_PARAMS, temperature=0.0)
+    p = _params(base, n=1, max_thinking_tokens=max_thinking_tokens, min_thinking_tokens=min_thinking_tokens)
+    # room for the answer after a capped thinking
+    if max_thinking_tokens is not None:
+        p.max_tokens = max(p.max_tokens, max_thinking_tokens + 64)
+    groups = draw(engine, problems, p, progress)
+    return [outcome(q, g, 0) for q, g in zip(problems, groups, strict=True)]
+
+
+# ---------------------------------------------------------------------------------------------------
+# multi-round strategies
+
+
+def revision(
+    engine, problems, rounds: int = 2, params: SamplingParams | None = None, progress: Progress = None
+) -> list[Outcome]:
+    """Sequential revision: attempt, then show the model its answer and ask it to check and answer
+    again, `rounds` attempts in all. The last readable answer is kept; every attempt's tokens count."""
+    base = params or dataclasses.replace(DEFAULT_PARAMS, temperature=0.0)
+    tokens = [0] * len(problems)
+    results: list[Outcome | None] = [None] * len(problems)
+    prompts = [render_prompt(p.prompt) for p in problems]
+    for r in range(rounds):
+        groups = engine.generate(prompts, _params(base, n=1, seed=_round_seed(base, r)), progress=progress)
+        for i, (p, g) in enumerate(zip(problems, groups, strict=True)):
+            tokens[i] += g[0].num_tokens
+            attempt = outcome(p, g, 0, tokens=tokens[i])
+            if attempt.key or results[i] is None:
+                results[i] = attempt
+            results[i].tokens, results[i].samples = tokens[i], r + 1
+        prompts = [
+            render_prompt(REVISION_TEMPLATE.format(prompt=p.prompt, answer=o.answer or "empty"))
+            for p, o in zip(problems, results, strict=True)
+        ]
+    return list(results)
+
+
+def auto_effort(
+    engine,
+    problems,
+    round_size: int = 4,
+    max_n: int = 16,
+    min_count: int = 3,
+    min_share: float = 0.7,
+    params: SamplingParams | None = None,
+    progress: Progress = None,
+) -> list[Outcome]:
+    """Adaptive self-consistency: draw `round_size` samples per live problem per round; a problem
+    stops once its leading answer key has at least `min_count` votes and `min_share` of its samples,
+    or at `max_n` samples. Easy questions (samples agree at once) cost one round; hard ones get more.
+    The answer is the plurality of everything drawn, as in `majority`."""
+    base = params or DEFAULT_PARAMS
+    groups: list[list[Rollout]] = [[] for _ in problems]
+    keys: list[list[str]] = [[] for _ in problems]
+    live = list(range(len(problems)))
+    r = 0
+    while live:
+        size = min(round_size, max_n - len(groups[live[0]]))
+        new = draw(
+            engine, [problems[i] for i in live], _params(base, n=size, seed=_round_seed(base, r)), progress
+        )
+        for i, g in zip(live, new, strict=True):
+            groups[i] += g
+            keys[i] += keys_of(problems[i], g)
+        live = [i for i in live if len(groups[i]) < max_n and not _confident(keys[i], min_count, min_share)]
+        r += 1
+    return [outcome(p, g, plurality(k)) for p, g, k in zip(problems, groups, keys, strict=True)]
+
+
+def _confident(keys: list[str], min_count: int, min_share: float) -> bool:
+    _, count, share = leader(keys)
+    return count >= min_count and share >= min_share
+
+
+# ---------------------------------------------------------------------------------------------------
+# by name (the effort presets, the CLI and the server pick strategies this way)
+
+STRATEGIES: dict[str, Callable[..., list[Outcome]]] = {
+    "greedy": greedy,
+    "sample": sample,
+    "majority": majority,
+    "best_of_n": best_of_n,
+    "weighted_vote": weighted_vote,
+    "budget_forcing": budget_forcing,
+    "revision": revision,
+    "auto_effort": auto_effort,
+}
+
+
+def run_strategy(name: str, engine, problems, **kwargs) -> list[Outcome]:
+    from ponder.errors import PonderError
+
+    if name not in STRATEGIES:
+        raise PonderError(f"unknown strategy {name!r}; known: {', '.join(STRATEGIES)}")
+    return STRATEGIES[name](engine, problems, **kwargs)
