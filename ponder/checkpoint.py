@@ -13,6 +13,7 @@ after the checkpoint's step are dropped: they will be written again.
 from __future__ import annotations
 
 import json
+import os
 import random
 from dataclasses import asdict
 from pathlib import Path
@@ -43,6 +44,9 @@ def save_checkpoint(run_dir: Path, model, tokenizer, optimizer, step: int, extra
 def load_checkpoint(run_dir: Path, device="cpu"):
     """(model, tokenizer, state) from `run_dir/checkpoint`; a clear error if there is none."""
     ckpt = run_dir / "checkpoint"
+    previous = sorted(run_dir.glob(".checkpoint.old-*"))
+    if not ckpt.exists() and previous:  # killed between atomic_dir's two renames: the old one is whole
+        os.replace(previous[-1], ckpt)
     if not (ckpt / STATE_FILE).is_file():
         raise PonderError(f"--resume: {ckpt} holds no checkpoint yet; run without --resume to start fresh")
     model, tokenizer = models.load(ckpt, device=device)

@@ -196,7 +196,9 @@ class Engine:
             wants_to_close = token == self.close_id or token in self.end_ids
             if wants_to_close and count < params.min_thinking_tokens:
                 seq.forced = list(self.wait_ids)
-            elif params.max_thinking_tokens is not None and count >= params.max_thinking_tokens:
+            elif params.max_thinking_tokens is not None and count + len(self.close_ids) - 1 >= (
+                params.max_thinking_tokens
+            ):  # the forced "\n" before "</think>" is a thinking token too: start it within budget
                 seq.forced = list(self.close_ids)
         if seq.forced:
             return seq.forced.pop(0), 0.0, False

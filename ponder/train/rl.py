@@ -241,7 +241,7 @@ def draw_problems(run: RLRun, step: int):
 
 
 def rl_step(run: RLRun, step: int) -> dict:
-    cfg, spec = run.cfg, run.cfg.spec
+    cfg = run.cfg
     # 1-2) problems and rollouts
     t0 = time.perf_counter()
     problems = draw_problems(run, step)
@@ -261,9 +261,8 @@ def rl_step(run: RLRun, step: int) -> dict:
     scored = score(problems, groups, cfg.format_coef, cfg.max_tokens, cfg.overlong_cache)
     if scored.errors:
         log.warning("step %d: %d verifier error(s), those samples scored 0", step + 1, scored.errors)
-    keep, dropped = alg.dynamic_sampling_keep(scored.rewards, cfg.group_size)
-    constant_groups = dropped
-    if not cfg.dynamic_sampling:
+    keep, constant_groups = alg.dynamic_sampling_keep(scored.rewards, cfg.group_size)
+    if not (cfg.dynamic_sampling or skips_constant_groups(cfg)):
         keep = torch.ones_like(keep)
     # 4-5) advantages and updates
     t1 = time.perf_counter()
@@ -295,6 +294,17 @@ def rl_step(run: RLRun, step: int) -> dict:
         "gen_s": round(gen_s, 3),
         "train_s": round(train_s, 3),
     }
+
+
+def skips_constant_groups(cfg: RLConfig) -> bool:
+    """Whether groups with all-equal rewards can be left out of the update at no cost.
+
+    With a group baseline (GRPO, Dr. GRPO, RLOO, REINFORCE++-baseline) such a group has advantage 0
+    on every token, so it adds no gradient; without a KL term it adds nothing at all. Leaving it
+    out only changes the loss's averaging denominator, a rescaling Adam is invariant to. On a tiny
+    model most groups are constant early on, so this is most of the backward pass saved."""
+    group_baselined = cfg.spec["advantage"] in ("grpo", "dr_grpo", "rloo", "reinforce_pp_baseline")
+    return group_baselined and cfg.kl_coef == 0
 
 
 def advantages_for(run: RLRun, batch: RolloutBatch, rewards: torch.Tensor) -> torch.Tensor:

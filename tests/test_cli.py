@@ -1,0 +1,92 @@
+"""The command line, run in-process: tables and JSON on success, exit code 2 and a clear message on
+bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ponder.cli import main
+from ponder.tasks import BUILTIN
+
+
+@pytest.fixture(autouse=True)
+def in_tmp_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a command that wrongly writes runs/ writes it here
+
+
+def run(capsys, *argv: str) -> tuple[int, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, " ".join((captured.out + captured.err).split())  # unwrap rich's line breaks
+
+
+def test_eval_prints_a_table_and_writes_json(capsys, model_dir, tmp_path):
+    report = tmp_path / "report.json"
+    code, out = run(
+        capsys, "eval", "--model", str(model_dir), "--per-task", "2", "--tasks", "letters:1",
+        "--max-tokens", "16", "--json", str(report),
+    )  # fmt: skip
+    assert code == 0, out
+    assert "letters" in out and "overall" in out
+    data = json.loads(report.read_text())
+    assert data["problems"] == 2
+    assert set(data["by_task"]) == {"letters"}
+    assert len(data["samples"]) == 2
+    assert 0.0 <= data["overall_accuracy"] <= 1.0
+
+
+def test_eval_unknown_task_exits_2_listing_known_tasks(capsys, model_dir):
+    code, out = run(capsys, "eval", "--model", str(model_dir), "--tasks", "nosuch")
+    assert code == 2
+    assert "nosuch" in out
+    for name in BUILTIN:
+        assert name in out
+
+
+def test_eval_missing_model_exits_2_naming_the_path(capsys, tmp_path):
+    missing = tmp_path / "nonexistent"
+    code, out = run(capsys, "eval", "--model", str(missing), "--tasks", "letters:1")
+    assert code == 2
+    assert "nonexistent" in out and "does not exist" in out
+
+
+def test_pretrain_config_with_unknown_key_exits_2_naming_it(capsys, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("steps: 5\nbatch_sise: 8\n")
+    code, out = run(capsys, "pretrain", "--config", str(bad))
+    assert code == 2
+    assert "batch_sise" in out
+    assert not (tmp_path / "runs").exists()
+
+
+def test_pretrain_config_file_missing_exits_2(capsys, tmp_path):
+    code, out = run(capsys, "pretrain", "--config", str(tmp_path / "none.yaml"))
+    assert code == 2 and "none.yaml" in out
+
+
+def test_pretrain_bad_preset_exits_2_naming_allowed_values(capsys, tmp_path):
+    code, out = run(capsys, "pretrain", "--preset", "7b")
+    assert code == 2
+    assert "preset" in out and "7b" in out
+    for preset in ("1m", "5m", "25m"):
+        assert preset in out
+    assert not (tmp_path / "runs").exists()
+
+
+def test_pretrain_unknown_recipe_exits_2(capsys):
+    code, out = run(capsys, "pretrain", "--recipe", "nosuch")
+    assert code == 2 and "nosuch" in out and "base" in out
+
+
+def test_flags_override_the_config_file(tmp_path):
+    from ponder.cli import parser
+    from ponder.cliargs import build_config
+    from ponder.train.lm import LMConfig
+
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("steps: 5\nbatch_size: 4\n")
+    args = parser().parse_args(["pretrain", "--config", str(cfg_file), "--steps", "7"])
+    cfg = build_config(LMConfig, args, {"steps": 3, "lr": 0.01})
+    assert (cfg.steps, cfg.batch_size, cfg.lr) == (7, 4, 0.01)
