@@ -5,6 +5,8 @@ ponder pretrain --recipe base     reproduce the shipped base model from scratch
 ponder sft --init DIR             supervised fine-tuning (loss on the answer only)
 ponder eval --model DIR           held-out accuracy per task
 ponder chat --model DIR           talk to a model in the terminal
+ponder scale --model DIR          accuracy against test-time compute (--effort: low/medium/high/auto)
+ponder contamination              n-gram overlap of eval prompts with the training corpora
 """
 
 from __future__ import annotations
@@ -69,9 +71,16 @@ def cmd_train(args, loss_on: str) -> None:
 
 
 def cmd_rl(args) -> None:
-    from ponder.train.rl import RLConfig, train_rl
+    from ponder.train.rl import RLConfig
 
-    cfg = build_config(RLConfig, args)
+    run_rl(build_config(RLConfig, args), resume=args.resume)
+
+
+def run_rl(cfg, resume: bool = False) -> Path:
+    """Train with a live progress line, then print before/after and write the run report."""
+    from ponder.rl.report import read_metrics, write_rl_report
+    from ponder.train.rl import train_rl
+
     with progress_bar() as bar:
         job = bar.add_task(f"rl {cfg.algorithm}", total=cfg.steps, info="")
 
@@ -85,8 +94,24 @@ def cmd_rl(args) -> None:
             )
             bar.update(job, completed=m["step"], info=info)
 
-        out = train_rl(cfg, resume=args.resume, on_step=on_step)
-    console.print(f"policy saved to [bold]{out}[/]; metrics in {Path(cfg.out) / 'metrics.jsonl'}")
+        out = train_rl(cfg, resume=resume, on_step=on_step)
+    run_dir = Path(cfg.out)
+    _, evals = read_metrics(run_dir)
+    console.print(before_after_table(evals[0], evals[-1]))
+    report = write_rl_report(run_dir)
+    console.print(f"policy saved to [bold]{out}[/]; metrics in {run_dir / 'metrics.jsonl'}; report {report}")
+    return out
+
+
+def before_after_table(before: dict, after: dict) -> Table:
+    table = Table(title=f"held-out greedy accuracy: before RL and after {after['step']} steps")
+    for column in ("task", "before", "after", "change"):
+        table.add_column(column, justify="left" if column == "task" else "right")
+    rows = [(t, before["eval_by_task"][t], after["eval_by_task"].get(t, 0.0)) for t in before["eval_by_task"]]
+    rows.append(("[bold]overall", before["eval_accuracy"], after["eval_accuracy"]))
+    for task, b, a in rows:
+        table.add_row(task, f"{b:.1%}", f"{a:.1%}", f"{100 * (a - b):+.1f} pts")
+    return table
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -159,12 +184,22 @@ def cmd_chat(args) -> None:
 
 def cmd_demo(args) -> None:
     from ponder.assets import base_model_path
+    from ponder.train.rl import RLConfig
 
-    console.rule("[bold]ponder demo: the shipped base model")
     base = base_model_path()
+    console.rule("[bold]1) the shipped base model")
     report = run_eval(base, args.tasks, args.per_task, args.max_tokens, "base")
     console.print(eval_table("held-out greedy accuracy of the shipped base", {"base": report}))
     console.print(f"{report.problems} held-out problems, {report.tokens} tokens, {report.wall_s:.1f} s")
+    if args.rl_steps == 0:
+        return
+    console.rule(f"[bold]2) reinforcement learning: {args.rl_steps} GRPO steps from the base")
+    out_dir = Path(args.out)
+    cfg = RLConfig(
+        out=str(out_dir / "rl"), init=str(base), tasks=args.tasks, steps=args.rl_steps,
+        eval_every=max(1, args.rl_steps // 4), eval_per_task=args.per_task,
+    )
+    run_rl(cfg, resume=(out_dir / "rl" / "checkpoint").exists())
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -187,8 +222,10 @@ def parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--max-tokens", type=int, default=256, help="tokens per answer at most")
 
-    p = sub.add_parser("demo", help="evaluate the shipped base model on the default mix")
+    p = sub.add_parser("demo", help="the pipeline in minutes: evaluate the shipped base, RL it, compare")
     eval_flags(p)
+    p.add_argument("--rl-steps", type=int, default=60, help="RL steps of the demo's RL stage; 0 = skip it")
+    p.add_argument("--out", default="runs/demo", help="run directory of the demo's stages")
     for name, loss_on in (("pretrain", "all"), ("sft", "completion")):
         p = sub.add_parser(name, help=f"next-token training, loss on {loss_on} tokens")
         add_config_flags(p, LMConfig, skip=("loss_on",))
@@ -206,10 +243,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model directory (default: the shipped base)")
     p.add_argument("--max-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.0)
+    from ponder import cli_ttc
+
+    cli_ttc.add_parsers(sub)  # scale, contamination
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ponder import cli_ttc
+
     args = parser().parse_args(argv)
     commands = {
         "demo": cmd_demo,
@@ -218,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         "rl": cmd_rl,
         "eval": cmd_eval,
         "chat": cmd_chat,
+        "scale": cli_ttc.cmd_scale,
+        "contamination": cli_ttc.cmd_contamination,
     }
     try:
         commands[args.command](args)

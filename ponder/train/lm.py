@@ -50,6 +50,7 @@ class LMConfig:
     weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay"})
     grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm; 0 = off"})
     mistake_rate: float = field(default=0.1, metadata={"help": "share of traces with a corrected mistake"})
+    direct_rate: float = field(default=0.0, metadata={"help": "share of examples that skip the thinking"})
     vocab_size: int = field(default=512, metadata={"help": "tokenizer size for a new model"})
     seed: int = field(default=0, metadata={"help": "seed for the data stream and the initialisation"})
     save_every: int = field(default=100, metadata={"help": "checkpoint every this many steps"})
@@ -63,8 +64,9 @@ class LMConfig:
         for name in ("steps", "batch_size", "max_len", "save_every", "vocab_size"):
             if getattr(self, name) < 1:
                 raise PonderError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
-        if not 0 <= self.mistake_rate <= 1:
-            raise PonderError(f"mistake_rate must be in [0, 1], got {self.mistake_rate!r}")
+        for name in ("mistake_rate", "direct_rate"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise PonderError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
         if self.lr <= 0:
             raise PonderError(f"lr must be > 0, got {self.lr!r}")
 
@@ -124,7 +126,7 @@ def build_or_load(cfg: LMConfig, mix: TaskMix, device):
     if cfg.init:
         model, tokenizer = models.load(cfg.init, device=device)
         return model.train(), tokenizer
-    sample = examples(mix, 0, 4000, cfg.mistake_rate, cfg.seed)
+    sample = examples(mix, 0, 4000, cfg.mistake_rate, cfg.seed, cfg.direct_rate)
     tokenizer = train_tokenizer((e.prompt + e.completion for e in sample), vocab_size=cfg.vocab_size)
     model = models.new_model(cfg.preset, tokenizer, max_len=max(512, cfg.max_len), seed=cfg.seed)
     return model.to(device).train(), tokenizer
@@ -157,7 +159,7 @@ def train_lm(cfg: LMConfig, resume: bool = False, on_step: Callable[[dict], None
 
 def train_step(model, tokenizer, optimizer, mix, cfg: LMConfig, step: int, device) -> dict:
     started = time.perf_counter()
-    batch = examples(mix, step * cfg.batch_size, cfg.batch_size, cfg.mistake_rate, cfg.seed)
+    batch = examples(mix, step * cfg.batch_size, cfg.batch_size, cfg.mistake_rate, cfg.seed, cfg.direct_rate)
     inputs = collate(batch, tokenizer, cfg.loss_on, cfg.max_len, device)
     lr = lr_at(step, cfg)
     for group in optimizer.param_groups:

@@ -1,0 +1,267 @@
+"""A learned outcome verifier: the model learning to judge answers.
+
+    verifier = train_verifier(VerifierConfig(policy="runs/base/model", out="runs/verifier"))
+    scores = verifier.score(problems, groups)  # P(correct) for each rollout: a best-of-n ranker
+
+How it is built:
+  1) rollouts: the policy samples `samples` completions for `problems` TRAIN-split problems of the mix
+     (never the eval split the sweeps measure on);
+  2) labels: each task's own verifier marks every rollout correct (1) or not (0);
+  3) model: the policy's own backbone with a one-logit head on the last token's hidden state
+     (`LlamaForSequenceClassification`, initialised from the policy's weights), trained with binary
+     cross-entropy on (prompt + completion) -> correct;
+  4) held-out AUC on a share of the problems the verifier never trained on, saved with the model.
+
+It saves and loads as a plain Hugging Face directory (atomically). Shortcut admitted: the scorer sees
+the whole completion, thinking included, and is trained once offline, not alongside the policy.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ponder.engine import Engine, Rollout, SamplingParams
+from ponder.errors import PonderError
+from ponder.format import render_prompt
+from ponder.io import atomic_dir
+from ponder.tasks import Problem, get_task
+from ponder.tasks.mix import DEFAULT_MIX, TaskMix
+
+META_FILE = "verifier.json"
+
+
+@dataclass
+class VerifierConfig:
+    policy: str = field(default="", metadata={"help": "policy model directory: samples and initial weights"})
+    out: str = field(default="runs/verifier", metadata={"help": "where the verifier is saved"})
+    tasks: str = field(default=DEFAULT_MIX, metadata={"help": "task mix of the training rollouts"})
+    problems: int = field(default=240, metadata={"help": "train-split problems to sample"})
+    samples: int = field(default=8, metadata={"help": "rollouts per problem"})
+    temperature: float = field(default=0.8, metadata={"help": "sampling temperature of the rollouts"})
+    max_tokens: int = field(default=256, metadata={"help": "tokens per rollout at most"})
+    heldout: float = field(default=0.2, metadata={"help": "share of problems kept out for the AUC"})
+    epochs: int = field(default=3, metadata={"help": "passes over the labelled rollouts"})
+    batch_size: int = field(default=32, metadata={"help": "sequences per optimizer step"})
+    lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
+    max_len: int = field(default=384, metadata={"help": "tokens scored per sequence (the last ones)"})
+    seed: int = field(default=0, metadata={"help": "problems, sampling and shuffling"})
+
+    def __post_init__(self):
+        if not 0 <= self.heldout < 1:
+            raise PonderError(f"VerifierConfig.heldout must be in [0, 1), got {self.heldout}")
+        for name in ("problems", "samples", "epochs", "batch_size", "max_len"):
+            if getattr(self, name) < 1:
+                raise PonderError(f"VerifierConfig.{name} must be >= 1, got {getattr(self, name)}")
+
+
+class Verifier:
+    """Scores (problem, rollout) pairs with P(correct). Usable directly as a best-of-n `Ranker`."""
+
+    def __init__(self, model, tokenizer, max_len: int = 384, meta: dict | None = None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.max_len = max_len
+        self.meta = meta or {}
+
+    # --- persistence ------------------------------------------------------------------------------
+
+    @classmethod
+    def from_policy(cls, policy_dir: str | Path, max_len: int = 384) -> Verifier:
+        """A fresh verifier: the policy's backbone and a new one-logit head."""
+        from transformers import AutoModelForSequenceClassification
+        from transformers.utils import logging as hf_logging
+
+        from ponder import model as models
+
+        _, tokenizer = models.load(policy_dir)
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # "score.weight newly initialised" is the point here
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                policy_dir, num_labels=1, dtype=torch.float32
+            )
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        model.config.pad_token_id = tokenizer.pad_token_id
+        return cls(model, tokenizer, max_len)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Verifier:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        path = Path(path)
+        if not (path / META_FILE).is_file():
+            raise PonderError(
+                f"{path} is not a ponder verifier (no {META_FILE}); train one with ponder scale"
+            )
+        meta = json.loads((path / META_FILE).read_text())
+        model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        return cls(model, tokenizer, meta.get("max_len", 384), meta)
+
+    def save(self, path: str | Path) -> Path:
+        with atomic_dir(path) as tmp:
+            self.model.save_pretrained(tmp, safe_serialization=True)
+            self.tokenizer.save_pretrained(tmp)
+            (tmp / META_FILE).write_text(json.dumps({**self.meta, "max_len": self.max_len}, indent=2))
+        return Path(path)
+
+    # --- scoring ----------------------------------------------------------------------------------
+
+    def _batch(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Right-padded ids (the head reads the last non-pad token); long texts keep their end."""
+        ids = [self.tokenizer.encode(t, add_special_tokens=False)[-self.max_len :] for t in texts]
+        longest = max(len(x) for x in ids)
+        pad = self.tokenizer.pad_token_id
+        device = next(self.model.parameters()).device
+        input_ids = torch.tensor([x + [pad] * (longest - len(x)) for x in ids], device=device)
+        mask = torch.tensor([[1] * len(x) + [0] * (longest - len(x)) for x in ids], device=device)
+        return {"input_ids": input_ids, "attention_mask": mask}
+
+    def logits(self, texts: Sequence[str]) -> torch.Tensor:
+        return self.model(**self._batch(texts)).logits[:, 0]  # (B,)
+
+    @torch.inference_mode()
+    def score_texts(self, texts: Sequence[str], batch_size: int = 64) -> list[float]:
+        self.model.eval()
+        out: list[float] = []
+        for i in range(0, len(texts), batch_size):
+            out += torch.sigmoid(self.logits(texts[i : i + batch_size])).tolist()
+        return out
+
+    def score(self, problems: Sequence[Problem], groups: Sequence[Sequence[Rollout]]) -> list[list[float]]:
+        texts = [_text(p, r) for p, g in zip(problems, groups, strict=True) for r in g]
+        flat = self.score_texts(texts)
+        out, i = [], 0
+        for g in groups:
+            out.append(flat[i : i + len(g)])
+            i += len(g)
+        return out
+
+    __call__ = score
+
+
+def _text(problem: Problem, rollout: Rollout) -> str:
+    return render_prompt(problem.prompt) + rollout.text
+
+
+# ---------------------------------------------------------------------------------------------------
+# training
+
+
+def label_rollouts(engine, problems: Sequence[Problem], params: SamplingParams, progress=None):
+    """(texts, labels, problem index of each): rollouts scored by their tasks' own verifiers."""
+    groups = engine.generate([render_prompt(p.prompt) for p in problems], params, progress=progress)
+    texts, labels, owner = [], [], []
+    for i, (p, g) in enumerate(zip(problems, groups, strict=True)):
+        task = get_task(p.task)
+        for r in g:
+            texts.append(_text(p, r))
+            labels.append(float(task.score(p, r.text) > 0.5))
+            owner.append(i)
+    return texts, labels, owner
+
+
+def auc(scores: Sequence[float], labels: Sequence[float]) -> float:
+    """Area under the ROC curve (Mann-Whitney, ties counted half); 0.5 if one class is missing."""
+    pos = [s for s, y in zip(scores, labels, strict=True) if y > 0.5]
+    neg = [s for s, y in zip(scores, labels, strict=True) if y <= 0.5]
+    if not pos or not neg:
+        return 0.5
+    ranked = sorted(neg)
+    wins = 0.0
+    for s in pos:
+        below, upto = bisect.bisect_left(ranked, s), bisect.bisect_right(ranked, s)
+        wins += below + 0.5 * (upto - below)
+    return wins / (len(pos) * len(neg))
+
+
+def fit(
+    verifier: Verifier,
+    texts: Sequence[str],
+    labels: Sequence[float],
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int = 0,
+    on_step: Callable[[dict], None] | None = None,
+) -> list[float]:
+    """BCE on (text -> label); returns the loss of every step."""
+    model = verifier.model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    order = list(range(len(texts)))
+    rng = random.Random(seed)
+    steps = epochs * ((len(order) + batch_size - 1) // batch_size)
+    losses: list[float] = []
+    for _ in range(epochs):
+        rng.shuffle(order)
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            logits = verifier.logits([texts[i] for i in idx])
+            target = torch.tensor([labels[i] for i in idx], device=logits.device)
+            loss = F.binary_cross_entropy_with_logits(logits, target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            losses.append(loss.item())
+            if on_step:
+                on_step({"step": len(losses), "total_steps": steps, "loss": loss.item()})
+    model.eval()
+    return losses
+
+
+def train_verifier(
+    cfg: VerifierConfig, on_step: Callable[[dict], None] | None = None, progress=None
+) -> Verifier:
+    """Sample, label, fit, measure the held-out AUC, save to `cfg.out`; return the verifier."""
+    from ponder import model as models
+
+    if not cfg.policy:
+        raise PonderError("VerifierConfig.policy is empty: give the policy model directory")
+    started = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    policy, tokenizer = models.load(cfg.policy)
+    problems = TaskMix(cfg.tasks).problems("train", 0, cfg.problems, seed=cfg.seed)
+    params = SamplingParams(
+        n=cfg.samples, temperature=cfg.temperature, max_tokens=cfg.max_tokens, seed=cfg.seed
+    )
+    texts, labels, owner = label_rollouts(Engine(policy, tokenizer), problems, params, progress)
+    del policy
+    # hold out whole problems, so the AUC is measured on questions the verifier never saw
+    cut = int(len(problems) * (1 - cfg.heldout))
+    train = [i for i, o in enumerate(owner) if o < cut]
+    test = [i for i, o in enumerate(owner) if o >= cut]
+    verifier = Verifier.from_policy(cfg.policy, cfg.max_len)
+    losses = fit(
+        verifier,
+        [texts[i] for i in train],
+        [labels[i] for i in train],
+        cfg.epochs,
+        cfg.batch_size,
+        cfg.lr,
+        cfg.seed,
+        on_step,
+    )
+    heldout_auc = None
+    if test:
+        heldout_auc = auc(verifier.score_texts([texts[i] for i in test]), [labels[i] for i in test])
+    verifier.meta = {
+        "config": asdict(cfg),
+        "rollouts": len(texts),
+        "positive_rate": sum(labels) / len(labels),
+        "heldout_auc": heldout_auc,
+        "final_loss": sum(losses[-10:]) / max(1, len(losses[-10:])),
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+    verifier.save(cfg.out)
+    return verifier

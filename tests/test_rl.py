@@ -1,0 +1,168 @@
+"""The RL loop end to end on a tiny model: every algorithm trains, metrics are complete, a raising
+verifier and a NaN loss do not end the run (until too many NaNs), kill -9 resumes, RL improves the
+problems it trains on, and the report is written."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ponder.errors import PonderError
+from ponder.rl import algorithms as alg
+from ponder.train import rl as rl_module
+from ponder.train.rl import ALGORITHMS, RLConfig, RLRun, rl_step, train_rl
+
+TINY = dict(tasks="letters:1", prompts_per_step=4, group_size=4, max_tokens=24, eval_per_task=2, save_every=2)
+
+STEP_KEYS = {
+    "reward", "accuracy", "response_len", "thinking_len", "self_correction", "constant_groups",
+    "verifier_errors", "tokens_per_s", "gen_s", "train_s", "rl_tokens",
+}
+UPDATE_KEYS = {"loss", "grad_norm", "entropy", "clip_frac", "approx_kl"}
+
+
+def read(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
+def test_every_algorithm_trains_and_logs_its_metrics(algorithm, trained, tmp_path):
+    _, model_dir = trained
+    cfg = RLConfig(out=str(tmp_path / algorithm), init=str(model_dir), algorithm=algorithm, steps=2,
+                   kl_coef=0.05 if algorithm == "grpo" else 0.0, **TINY)
+    out = train_rl(cfg)
+    assert (out / "model.safetensors").is_file()
+    records = read(tmp_path / algorithm)
+    steps = [r for r in records if "reward" in r]
+    evals = [r for r in records if "eval_accuracy" in r]
+    assert [r["step"] for r in steps] == [1, 2]
+    assert [e["step"] for e in evals] == [0, 2]  # the base, then the end
+    for record in steps:
+        assert STEP_KEYS <= set(record)
+    updated = [r for r in steps if "loss" in r]
+    if algorithm in ("ppo", "reinforce_pp"):  # no group baseline: every step updates
+        assert len(updated) == 2
+    for record in updated:
+        assert UPDATE_KEYS <= set(record)
+        assert all(torch.isfinite(torch.tensor(record[k])) for k in UPDATE_KEYS)
+    if algorithm == "grpo":
+        assert all("kl" in r for r in updated)
+
+
+def test_a_raising_verifier_scores_zero_and_is_counted(trained, tmp_path, monkeypatch):
+    from ponder.tasks.letters import LettersTask
+
+    def broken(self, problem, answer):
+        raise RuntimeError("verifier bug")
+
+    monkeypatch.setattr(LettersTask, "check", broken)
+    _, model_dir = trained
+    cfg = RLConfig(out=str(tmp_path / "run"), init=str(model_dir), steps=2, algorithm="reinforce_pp", **TINY)
+    train_rl(cfg)
+    steps = [r for r in read(tmp_path / "run") if "reward" in r]
+    closed = [r for r in steps if r["verifier_errors"] > 0]
+    assert closed, "completions with a closed </think> reach the verifier, whose errors must be counted"
+    assert all(r["accuracy"] == 0.0 for r in steps)
+
+
+def test_nan_losses_skip_the_update_then_stop_the_run_clearly(trained, tmp_path, monkeypatch):
+    real = alg.policy_loss
+
+    def nan_loss(*args, **kwargs):
+        loss, stats = real(*args, **kwargs)
+        return loss * float("nan"), stats
+
+    monkeypatch.setattr(rl_module.alg, "policy_loss", nan_loss)
+    _, model_dir = trained
+    cfg = RLConfig(out=str(tmp_path / "run"), init=str(model_dir), steps=10, algorithm="reinforce_pp",
+                   max_bad_steps=3, **TINY)
+    run = RLRun(cfg, resume=False)
+    before = [p.detach().clone() for p in run.model.parameters()]
+    first = rl_step(run, 0)
+    assert first["skipped_updates"] == 1.0
+    assert all(torch.equal(a, b) for a, b in zip(before, run.model.parameters(), strict=True))
+    rl_step(run, 1)
+    with pytest.raises(PonderError, match="non-finite losses in a row"):
+        rl_step(run, 2)
+
+
+def test_rl_raises_reward_on_the_problems_it_trains_on(trained, tmp_path):
+    """Learning signal end to end: repeated GRPO updates on one batch raise its sampled accuracy."""
+    _, model_dir = trained
+    cfg = RLConfig(out=str(tmp_path / "run"), init=str(model_dir), tasks="letters:1", prompts_per_step=8,
+                   group_size=8, max_tokens=24, lr=2e-3, warmup=1, eval_per_task=2)
+    run = RLRun(cfg, resume=False)
+    accuracies = [rl_step(run, 0)["accuracy"] for _ in range(8)]  # step 0 again: the same problems
+    assert sum(accuracies[-3:]) / 3 > accuracies[0] + 0.1, accuracies
+
+
+def test_rl_config_errors_name_the_field():
+    with pytest.raises(PonderError, match="algorithm must be one of"):
+        RLConfig(algorithm="ppo2")
+    with pytest.raises(PonderError, match="group_size"):
+        RLConfig(group_size=1)
+    with pytest.raises(PonderError, match="kl_estimator"):
+        RLConfig(kl_estimator="k9")
+
+
+def test_dapo_preset_turns_on_clip_higher_dynamic_sampling_and_overlong():
+    cfg = RLConfig(algorithm="dapo")
+    assert (cfg.eps_low, cfg.eps_high, cfg.dynamic_sampling) == (0.2, 0.28, True)
+    assert cfg.overlong_cache > 0
+    assert RLConfig(algorithm="dapo", eps_high=0.3).eps_high == 0.3  # explicit values win
+
+
+def test_rl_resumes_after_kill_9(trained, tmp_path):
+    _, model_dir = trained
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "ponder.cli", "rl", "--init", str(model_dir), "--out", str(out),
+           "--steps", "8", "--save-every", "2", "--eval-every", "0", "--tasks", "letters:1",
+           "--prompts-per-step", "4", "--group-size", "4", "--max-tokens", "24", "--eval-per-task", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if (out / "checkpoint" / "trainer_state.pt").exists() and len(_steps(out)) >= 3:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(_steps(out)) < 8, "the run finished before it could be killed"
+    done = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert _steps(out) == list(range(1, 9))
+    assert (out / "model" / "model.safetensors").is_file()
+
+
+def _steps(out: Path) -> list[int]:
+    path = out / "metrics.jsonl"
+    if not path.exists():
+        return []
+    steps = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if "reward" in record:
+            steps.append(record["step"])
+    return steps
+
+
+def test_report_writes_the_charts_and_a_page(trained, tmp_path):
+    from ponder.rl.report import write_rl_report
+
+    _, model_dir = trained
+    train_rl(RLConfig(out=str(tmp_path / "run"), init=str(model_dir), steps=2, eval_every=1, **TINY))
+    page = write_rl_report(tmp_path / "run")
+    for name in ("train_scaling.png", "lengths.png", "self_correction.png"):
+        assert (tmp_path / "run" / name).stat().st_size > 1000
+    assert "data:image/png;base64" in page.read_text()

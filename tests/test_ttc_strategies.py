@@ -1,0 +1,114 @@
+"""Test-time strategies on a scripted fake engine, and budget forcing on a real tiny model."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ponder.engine import Engine, Rollout, SamplingParams
+from ponder.tasks import get_task
+from ponder.ttc import strategies
+from ponder.ttc.strategies import auto_effort, best_of_n, budget_forcing, majority, oracle_ranker, revision
+
+
+class FakeEngine:
+    """Mimics `Engine.generate(prompts, params) -> list[list[Rollout]]` with scripted answers:
+    `script[prompt_index]` is the list of answers that prompt's successive samples give."""
+
+    def __init__(self, problems, script):
+        self.index = {f"{p.prompt}": i for i, p in enumerate(problems)}
+        self.script = script
+        self.drawn = [0] * len(problems)
+        self.calls = []
+
+    def generate(self, prompts, params=None, progress=None):
+        self.calls.append((len(prompts), params.n))
+        groups = []
+        for text in prompts:
+            i = next(i for p, i in self.index.items() if p in text)
+            group = []
+            for _ in range(params.n):
+                answer = self.script[i][self.drawn[i] % len(self.script[i])]
+                self.drawn[i] += 1
+                tokens = [1] * 10
+                group.append(
+                    Rollout(i, [0], tokens, [0.0] * 10, [1] * 10, f"think\n</think>{answer}", "stop")
+                )
+            groups.append(group)
+        return groups
+
+
+def _problems(n=3):
+    task = get_task("arithmetic")
+    return [task.problem("eval", i, 1) for i in range(n)]
+
+
+def test_majority_picks_the_plurality_and_scores_after_choosing():
+    problems = _problems(2)
+    a0, a1 = problems[0].answer, problems[1].answer
+    script = [[a0, "", "", "999", a0, ""], ["998", a1, "998", "", "", ""]]
+    out = majority(FakeEngine(problems, script), problems, n=6)
+    assert [o.answer for o in out] == [a0, "998"]
+    assert [o.correct for o in out] == [True, False]
+    assert [o.tokens for o in out] == [60, 60]
+
+
+def test_best_of_n_with_the_oracle_finds_a_right_sample():
+    problems = _problems(1)
+    out = best_of_n(
+        FakeEngine(problems, [["1", "2", problems[0].answer, "3"]]), problems, n=4, ranker=oracle_ranker
+    )
+    assert out[0].correct
+
+
+def test_auto_effort_stops_early_when_samples_agree_and_spends_more_when_not():
+    problems = _problems(2)
+    agree = [problems[0].answer] * 16
+    disagree = [str(i) for i in range(16)]
+    engine = FakeEngine(problems, [agree, disagree])
+    out = auto_effort(engine, problems, round_size=4, max_n=16, min_count=3, min_share=0.7)
+    assert out[0].samples == 4 and out[0].correct
+    assert out[1].samples == 16
+    assert out[1].tokens == 4 * out[0].tokens
+    # batched: every round is one generate call, the first one over both problems
+    assert engine.calls[0] == (2, 4) and all(c == (1, 4) for c in engine.calls[1:])
+
+
+def test_revision_shows_the_previous_answer():
+    problems = _problems(1)
+    engine = FakeEngine(problems, [["41", problems[0].answer]])
+    seen = []
+    real = engine.generate
+
+    def spy(prompts, params=None, progress=None):
+        seen.extend(prompts)
+        return real(prompts, params, progress)
+
+    engine.generate = spy
+    out = revision(engine, problems, rounds=2)
+    assert "Your previous answer was 41. Check it and answer again." in seen[1]
+    assert out[0].correct and out[0].samples == 2 and out[0].tokens == 20
+
+
+def test_budget_forcing_caps_thinking_with_a_real_model(model, tok):
+    engine = Engine(model, tok)
+    problems = _problems(2)
+    params = SamplingParams(temperature=1.0, max_tokens=24, seed=0)
+    out = budget_forcing(engine, problems, max_thinking_tokens=5, params=params)
+    for o in out:
+        r = o.rollout
+        assert r.thinking_tokens <= 5
+        assert "</think>" in r.text  # forced closed even though a random model never closes it
+        closed_at = r.token_ids.index(engine.close_id)
+        assert r.mask[closed_at] == 0
+    # min_thinking_tokens: a model told to stop at once is made to go on ("Wait")
+    longer = budget_forcing(engine, problems, None, 8, params=dataclasses.replace(params, max_tokens=16))
+    assert all(o.rollout.thinking_tokens >= 8 or o.rollout.finish_reason == "length" for o in longer)
+
+
+def test_run_strategy_rejects_unknown_names():
+    import pytest
+
+    from ponder.errors import PonderError
+
+    with pytest.raises(PonderError, match="known"):
+        strategies.run_strategy("beam", None, [])
