@@ -69,8 +69,8 @@ def time_engine(engine, texts, new_tokens) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", help="a model directory (default: the shipped base, else a new --preset)")
-    ap.add_argument("--preset", default="5m", help="size of a freshly initialised model if no --model")
+    ap.add_argument("--model", help="a model directory (default: the shipped base model)")
+    ap.add_argument("--preset", help="benchmark a freshly initialised model of this size (1m, 5m, 25m) instead")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")

@@ -1,6 +1,6 @@
 """`ponder <command>`: thin wrappers over the library that render progress and tables.
 
-ponder demo                       the shipped base model: evaluate it on the default mix
+ponder demo                       the shipped base: evaluate it, RL it, trade compute for accuracy
 ponder pretrain --recipe base     reproduce the shipped base model from scratch
 ponder sft --init DIR             supervised fine-tuning (loss on the answer only)
 ponder eval --model DIR           held-out accuracy per task
@@ -191,15 +191,20 @@ def cmd_demo(args) -> None:
     report = run_eval(base, args.tasks, args.per_task, args.max_tokens, "base")
     console.print(eval_table("held-out greedy accuracy of the shipped base", {"base": report}))
     console.print(f"{report.problems} held-out problems, {report.tokens} tokens, {report.wall_s:.1f} s")
-    if args.rl_steps == 0:
-        return
-    console.rule(f"[bold]2) reinforcement learning: {args.rl_steps} GRPO steps from the base")
     out_dir = Path(args.out)
-    cfg = RLConfig(
-        out=str(out_dir / "rl"), init=str(base), tasks=args.tasks, steps=args.rl_steps,
-        eval_every=max(1, args.rl_steps // 4), eval_per_task=args.per_task,
-    )
-    run_rl(cfg, resume=(out_dir / "rl" / "checkpoint").exists())
+    model = base
+    if args.rl_steps > 0:
+        console.rule(f"[bold]2) reinforcement learning: {args.rl_steps} GRPO steps from the base")
+        cfg = RLConfig(
+            out=str(out_dir / "rl"), init=str(base), tasks=args.tasks, steps=args.rl_steps,
+            eval_every=max(1, args.rl_steps // 4), eval_per_task=args.per_task,
+        )
+        run_rl(cfg, resume=(out_dir / "rl" / "checkpoint").exists())
+        model = out_dir / "rl" / "model"
+    console.rule("[bold]3) test-time compute: accuracy against generated tokens")
+    from ponder.cli_ttc import demo_scale
+
+    demo_scale(model, args.tasks, out_dir / "scale")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -222,7 +227,7 @@ def parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--max-tokens", type=int, default=256, help="tokens per answer at most")
 
-    p = sub.add_parser("demo", help="the pipeline in minutes: evaluate the shipped base, RL it, compare")
+    p = sub.add_parser("demo", help="the pipeline in minutes: evaluate the shipped base, RL it, scale its test-time compute")
     eval_flags(p)
     p.add_argument("--rl-steps", type=int, default=60, help="RL steps of the demo's RL stage; 0 = skip it")
     p.add_argument("--out", default="runs/demo", help="run directory of the demo's stages")

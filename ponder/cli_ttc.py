@@ -4,7 +4,7 @@ ponder scale --model DIR --per-task 20 --max-n 16 --verifier runs/verifier --out
     every strategy at every compute level -> runs/scale/{scale.json, scaling.png, histogram.png, report.html}
 ponder scale --model DIR --effort
     low / medium / high / auto side by side: accuracy and tokens, one table
-ponder contamination --tasks MIX --train-examples 22400 [--corpus extra.jsonl]
+ponder contamination --tasks MIX --train-examples 32000 [--corpus extra.jsonl]
     n-gram overlap of the eval prompts with the training corpora; exit 3 above the threshold
 """
 
@@ -19,7 +19,7 @@ from ponder.cli import console, progress_bar
 
 
 def add_parsers(sub) -> None:
-    from ponder.tasks.mix import DEFAULT_MIX
+    from ponder.tasks.mix import CORPUS_MIX, DEFAULT_MIX
     from ponder.ttc.scale import STRATEGY_NAMES
 
     p = sub.add_parser("scale", help="accuracy against test-time compute, one curve per strategy")
@@ -41,13 +41,16 @@ def add_parsers(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/scale", help="run directory for JSON, charts and report.html")
     p = sub.add_parser("contamination", help="n-gram overlap of eval prompts with the training corpora")
-    p.add_argument("--tasks", default=DEFAULT_MIX, help="task mix of the eval set and corpus")
+    p.add_argument("--tasks", default=DEFAULT_MIX, help="task mix of the eval set (default: %(default)s)")
+    p.add_argument(
+        "--corpus-tasks", default=CORPUS_MIX, help="task mix of the pretraining corpus (default: %(default)s)"
+    )
     p.add_argument("--per-task", type=int, default=200, help="eval prompts per task and difficulty")
     p.add_argument(
         "--train-examples",
         type=int,
-        default=22400,
-        help="corpus examples the model trained on (steps x batch)",
+        default=32000,
+        help="corpus examples the model trained on (steps x batch; the base recipe: 1000 x 32)",
     )
     p.add_argument("--corpus", action="append", default=[], help="extra training JSONL (repeatable)")
     p.add_argument("--n", type=int, default=8, help="n-gram size in words (shorter prompts: whole prompt)")
@@ -98,7 +101,6 @@ def cmd_scale(args) -> None:
     from ponder.io import atomic_write_json
     from ponder.tasks.mix import TaskMix
     from ponder.ttc import scale
-    from ponder.ttc.report import write_report
 
     model_dir, engine = _load(args)
     problems = TaskMix(args.tasks).eval_set(args.per_task)
@@ -140,6 +142,16 @@ def cmd_scale(args) -> None:
         strategies=tuple(s.strip() for s in args.strategies.split(",") if s.strip()),
         seed=args.seed,
     )
+    run_sweep(engine, problems, cfg, out, command, model_dir, verifier, args.verifier)
+
+
+def run_sweep(engine, problems, cfg, out, command: str, model_dir, verifier=None, verifier_path=None) -> dict:
+    """The sweep with a progress bar, its table printed, and out/{scale.json, scaling.png, report.html}
+    written (`ponder scale` and the demo's test-time stage)."""
+    from ponder.io import atomic_write_json
+    from ponder.ttc import scale
+    from ponder.ttc.report import write_report
+
     with progress_bar() as bar:
         job = bar.add_task("scale", total=None, info="")
         result = scale.sweep(
@@ -151,25 +163,44 @@ def cmd_scale(args) -> None:
             progress=lambda k: bar.advance(job, k),
         )
         bar.update(job, description="distribution")
-        dist = scale.answer_distribution(engine, _histogram_problem(problems, result), seed=args.seed)
-    table = Table(title=f"accuracy against test-time compute, {len(problems)} held-out problems")
+        dist = scale.answer_distribution(
+            engine, _histogram_problem(problems, result), temperature=cfg.temperature, seed=cfg.seed
+        )
+    table = Table(title=f"accuracy against test-time compute, {len(problems)} held-out problems, {model_dir}")
     for col in ("strategy", "level", "accuracy", "tokens/problem"):
         table.add_column(col, justify="right")
     for p in result["points"]:
-        table.add_row(
-            p["strategy"], f"{p['level']:g}", f"{p['accuracy']:.1%}", f"{p['tokens_per_problem']:.0f}"
-        )
+        table.add_row(p["strategy"], f"{p['level']:g}", f"{p['accuracy']:.1%}", f"{p['tokens_per_problem']:.0f}")
     console.print(table)
     if verifier is not None:
-        result["verifier"] = {
-            "path": args.verifier,
-            **{k: v for k, v in verifier.meta.items() if k != "config"},
-        }
+        result["verifier"] = {"path": verifier_path, **{k: v for k, v in verifier.meta.items() if k != "config"}}
     atomic_write_json(
-        out / "scale.json", {"command": command, "model": str(model_dir), **result, "distribution": dist}
+        Path(out) / "scale.json", {"command": command, "model": str(model_dir), **result, "distribution": dist}
     )
     html = write_report(out, result, distribution=dist, command=command)
     console.print(f"report: [bold]{html}[/] (scale.json, scaling.png, histogram.png beside it)")
+    return result
+
+
+# the demo's test-time stage: small enough for about a minute on 2 CPU cores
+DEMO_PER_TASK = 4
+DEMO_STRATEGIES = ("greedy", "sample", "majority", "best_of_n:oracle", "budget_forcing", "auto_effort")
+DEMO_BUDGETS = (4, 16, 64)
+
+
+def demo_scale(model_dir, tasks: str, out, per_task: int = DEMO_PER_TASK) -> dict:
+    """`ponder demo` stage 3: a small sweep of `model_dir` (greedy, majority at n = 1..8, budget
+    forcing, auto effort), its table printed and its chart and report written to `out`."""
+    from ponder import model as models
+    from ponder.engine import Engine
+    from ponder.tasks.mix import TaskMix
+    from ponder.ttc.scale import ScaleConfig
+
+    model, tokenizer = models.load(model_dir)
+    problems = TaskMix(tasks).eval_set(per_task)
+    cfg = ScaleConfig(max_n=8, strategies=DEMO_STRATEGIES, budgets=DEMO_BUDGETS)
+    command = f"ponder scale --model {model_dir} --tasks {tasks} --per-task {per_task} --max-n 8 (demo stage)"
+    return run_sweep(Engine(model, tokenizer), problems, cfg, out, command, model_dir)
 
 
 def _histogram_problem(problems, result):
@@ -192,7 +223,7 @@ def cmd_contamination(args) -> None:
         eval_prompts.setdefault(p.task, []).append(p.prompt)
 
     def training():
-        yield from c.mix_training_prompts(args.tasks, args.train_examples)
+        yield from c.mix_training_prompts(args.corpus_tasks, args.train_examples)
         for path in args.corpus:
             yield from c.jsonl_texts(path)
 

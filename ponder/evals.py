@@ -9,6 +9,7 @@ tasks/base.py). Scores are the tasks' own verifiers applied to the whole complet
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -17,6 +18,9 @@ from dataclasses import asdict, dataclass, field
 from ponder.engine import Engine, Rollout, SamplingParams
 from ponder.format import render_prompt
 from ponder.tasks import Problem, get_task
+from ponder.tasks.base import score_safely
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -69,7 +73,11 @@ class EvalReport:
 
 
 def score_rollout(problem: Problem, rollout: Rollout) -> float:
-    return get_task(problem.task).score(problem, rollout.text)
+    """The verifier's score; a verifier that raises scores 0 (logged), as in RL rewards."""
+    value, error = score_safely(get_task(problem.task), problem, rollout.text)
+    if error is not None:
+        log.warning("verifier %s raised during eval (scored 0): %r", problem.task, error)
+    return value
 
 
 def evaluate(

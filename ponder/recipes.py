@@ -3,11 +3,12 @@
 RECIPES: dict[str, dict] = {
     "base": {
         "preset": "1m",
-        "steps": 600,
+        "steps": 1000,
         "batch_size": 32,
         "lr": 3e-3,
         "warmup": 50,
         "mistake_rate": 0.1,
+        "direct_rate": 0.5,
         "seed": 0,
     },
 }

@@ -34,8 +34,8 @@ def read(run_dir: Path) -> list[dict]:
 
 
 @pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
-def test_every_algorithm_trains_and_logs_its_metrics(algorithm, trained, tmp_path):
-    _, model_dir = trained
+def test_every_algorithm_trains_and_logs_its_metrics(algorithm, trained_run, tmp_path):
+    model_dir = trained_run / "model"
     cfg = RLConfig(out=str(tmp_path / algorithm), init=str(model_dir), algorithm=algorithm, steps=2,
                    kl_coef=0.05 if algorithm == "grpo" else 0.0, **TINY)
     out = train_rl(cfg)
@@ -57,14 +57,14 @@ def test_every_algorithm_trains_and_logs_its_metrics(algorithm, trained, tmp_pat
         assert all("kl" in r for r in updated)
 
 
-def test_a_raising_verifier_scores_zero_and_is_counted(trained, tmp_path, monkeypatch):
+def test_a_raising_verifier_scores_zero_and_is_counted(trained_run, tmp_path, monkeypatch):
     from ponder.tasks.letters import LettersTask
 
     def broken(self, problem, answer):
         raise RuntimeError("verifier bug")
 
     monkeypatch.setattr(LettersTask, "check", broken)
-    _, model_dir = trained
+    model_dir = trained_run / "model"
     cfg = RLConfig(out=str(tmp_path / "run"), init=str(model_dir), steps=2, algorithm="reinforce_pp", **TINY)
     train_rl(cfg)
     steps = [r for r in read(tmp_path / "run") if "reward" in r]
@@ -73,7 +73,7 @@ def test_a_raising_verifier_scores_zero_and_is_counted(trained, tmp_path, monkey
     assert all(r["accuracy"] == 0.0 for r in steps)
 
 
-def test_nan_losses_skip_the_update_then_stop_the_run_clearly(trained, tmp_path, monkeypatch):
+def test_nan_losses_skip_the_update_then_stop_the_run_clearly(trained_run, tmp_path, monkeypatch):
     real = alg.policy_loss
 
     def nan_loss(*args, **kwargs):
@@ -81,7 +81,7 @@ def test_nan_losses_skip_the_update_then_stop_the_run_clearly(trained, tmp_path,
         return loss * float("nan"), stats
 
     monkeypatch.setattr(rl_module.alg, "policy_loss", nan_loss)
-    _, model_dir = trained
+    model_dir = trained_run / "model"
     cfg = RLConfig(out=str(tmp_path / "run"), init=str(model_dir), steps=10, algorithm="reinforce_pp",
                    max_bad_steps=3, **TINY)
     run = RLRun(cfg, resume=False)
@@ -94,14 +94,16 @@ def test_nan_losses_skip_the_update_then_stop_the_run_clearly(trained, tmp_path,
         rl_step(run, 2)
 
 
-def test_rl_raises_reward_on_the_problems_it_trains_on(trained, tmp_path):
-    """Learning signal end to end: repeated GRPO updates on one batch raise its sampled accuracy."""
-    _, model_dir = trained
-    cfg = RLConfig(out=str(tmp_path / "run"), init=str(model_dir), tasks="letters:1", prompts_per_step=8,
-                   group_size=8, max_tokens=24, lr=2e-3, warmup=1, eval_per_task=2)
+def test_rl_raises_reward_on_the_problems_it_trains_on(tmp_path):
+    """Learning signal end to end, from the shipped base: repeated GRPO updates on one batch of
+    problems raise the sampled accuracy on that batch (held-out gains are the RL benchmark's job)."""
+    from ponder.assets import base_model_path
+
+    cfg = RLConfig(out=str(tmp_path / "run"), init=str(base_model_path()), prompts_per_step=8, group_size=8,
+                   max_tokens=96, lr=1e-3, warmup=1, eval_per_task=2, seed=3)
     run = RLRun(cfg, resume=False)
-    accuracies = [rl_step(run, 0)["accuracy"] for _ in range(8)]  # step 0 again: the same problems
-    assert sum(accuracies[-3:]) / 3 > accuracies[0] + 0.1, accuracies
+    accuracies = [rl_step(run, 0)["accuracy"] for _ in range(6)]  # step 0 again: the same problems
+    assert sum(accuracies[-2:]) / 2 > accuracies[0] + 0.1, accuracies
 
 
 def test_rl_config_errors_name_the_field():
@@ -120,8 +122,8 @@ def test_dapo_preset_turns_on_clip_higher_dynamic_sampling_and_overlong():
     assert RLConfig(algorithm="dapo", eps_high=0.3).eps_high == 0.3  # explicit values win
 
 
-def test_rl_resumes_after_kill_9(trained, tmp_path):
-    _, model_dir = trained
+def test_rl_resumes_after_kill_9(trained_run, tmp_path):
+    model_dir = trained_run / "model"
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "ponder.cli", "rl", "--init", str(model_dir), "--out", str(out),
            "--steps", "8", "--save-every", "2", "--eval-every", "0", "--tasks", "letters:1",
@@ -157,10 +159,10 @@ def _steps(out: Path) -> list[int]:
     return steps
 
 
-def test_report_writes_the_charts_and_a_page(trained, tmp_path):
+def test_report_writes_the_charts_and_a_page(trained_run, tmp_path):
     from ponder.rl.report import write_rl_report
 
-    _, model_dir = trained
+    model_dir = trained_run / "model"
     train_rl(RLConfig(out=str(tmp_path / "run"), init=str(model_dir), steps=2, eval_every=1, **TINY))
     page = write_rl_report(tmp_path / "run")
     for name in ("train_scaling.png", "lengths.png", "self_correction.png"):

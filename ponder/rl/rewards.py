@@ -18,6 +18,7 @@ import torch
 from ponder.engine import Rollout
 from ponder.rl.algorithms import overlong_penalty
 from ponder.tasks import Problem, get_task
+from ponder.tasks.base import score_safely
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +41,11 @@ def score(
     for problem, group in zip(problems, groups, strict=True):
         task = get_task(problem.task)
         for rollout in group:
-            try:
-                correct.append(float(task.score(problem, rollout.text)))
-            except Exception as e:  # noqa: BLE001 - any verifier failure costs this sample only
+            value, error = score_safely(task, problem, rollout.text)
+            correct.append(value)
+            if error is not None:
                 errors += 1
-                correct.append(0.0)
-                log.warning("verifier %s raised on a sample (scored 0): %r", problem.task, e)
+                log.warning("verifier %s raised on a sample (scored 0): %r", problem.task, error)
             parsed = rollout.parsed
             formatted.append(float(parsed.closed_thinking and bool(parsed.answer)))
             lengths.append(rollout.num_tokens)

@@ -114,3 +114,12 @@ class Task(ABC):
 
     def trace_rng(self, problem: Problem, seed: int = 0) -> random.Random:
         return _rng("trace", self.name, seed, problem.split, problem.index, problem.difficulty)
+
+
+def score_safely(task: Task, problem: Problem, completion: str) -> tuple[float, Exception | None]:
+    """`task.score`, except that a verifier that raises scores 0 and hands back its exception, so
+    one bad sample or one verifier bug costs that sample, never a run or an eval."""
+    try:
+        return float(task.score(problem, completion)), None
+    except Exception as e:  # noqa: BLE001 - any verifier failure is contained here
+        return 0.0, e

@@ -15,7 +15,10 @@ from dataclasses import dataclass
 from ponder.errors import PonderError
 from ponder.tasks import Problem, Task, get_task
 
-DEFAULT_MIX = "arithmetic:1-2,countdown:1-2,sudoku:1-2,letters:1-2,decimals:1-2"
+# Pretraining sees the two easiest levels of every family; RL, evals and test-time compute run one
+# level beyond, so what they measure is reasoning that generalises past the corpus, not recall.
+CORPUS_MIX = "arithmetic:1-2,countdown:1-2,sudoku:1-2,letters:1-2,decimals:1-2"
+DEFAULT_MIX = "arithmetic:2-3,countdown:2-3,sudoku:2-3,letters:2-3,decimals:2-3"
 
 
 @dataclass(frozen=True)

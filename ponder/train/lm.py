@@ -28,7 +28,7 @@ from ponder.checkpoint import load_checkpoint, prepare_run_dir, save_checkpoint,
 from ponder.corpus import Example, examples
 from ponder.errors import PonderError
 from ponder.io import append_jsonl
-from ponder.tasks.mix import DEFAULT_MIX, TaskMix
+from ponder.tasks.mix import CORPUS_MIX, TaskMix
 from ponder.tokenizer import train_tokenizer
 
 LOSS_ON = ("all", "completion")
@@ -39,7 +39,7 @@ class LMConfig:
     out: str = field(default="runs/pretrain", metadata={"help": "run directory"})
     init: str | None = field(default=None, metadata={"help": "model dir to start from; none = a new model"})
     preset: str = field(default="1m", metadata={"help": "size of a new model: 1m, 5m or 25m"})
-    tasks: str = field(default=DEFAULT_MIX, metadata={"help": "task mix, e.g. 'arithmetic:1-2,letters'"})
+    tasks: str = field(default=CORPUS_MIX, metadata={"help": "task mix, e.g. 'arithmetic:1-2,letters'"})
     loss_on: str = field(default="all", metadata={"help": "all (pretrain) or completion (sft)"})
     steps: int = field(default=1000, metadata={"help": "optimizer steps"})
     batch_size: int = field(default=32, metadata={"help": "examples per step"})

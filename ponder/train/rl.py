@@ -69,12 +69,12 @@ class RLConfig:
     init: str | None = field(default=None, metadata={"help": "policy to start from (default: shipped base)"})
     tasks: str = field(default=DEFAULT_MIX, metadata={"help": "task mix of the training problems"})
     algorithm: str = field(default="grpo", metadata={"help": f"one of {sorted(ALGORITHMS)}"})
-    steps: int = field(default=60, metadata={"help": "RL steps (one batch of problems each)"})
+    steps: int = field(default=400, metadata={"help": "RL steps (one batch of problems each)"})
     prompts_per_step: int = field(default=32, metadata={"help": "problems per step"})
     group_size: int = field(default=8, metadata={"help": "completions sampled per problem (G)"})
     max_tokens: int = field(default=128, metadata={"help": "tokens per completion at most"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the rollouts"})
-    lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate (constant after warm-up)"})
+    lr: float = field(default=2e-4, metadata={"help": "AdamW learning rate (constant after warm-up)"})
     warmup: int = field(default=5, metadata={"help": "linear LR warm-up steps"})
     epochs: int = field(default=1, metadata={"help": "passes over each batch of rollouts"})
     minibatches: int = field(default=1, metadata={"help": "optimizer steps per epoch"})
@@ -90,10 +90,10 @@ class RLConfig:
     gae_lambda: float = field(default=0.95, metadata={"help": "PPO GAE lambda"})
     grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm; 0 = off"})
     eval_every: int = field(
-        default=20, metadata={"help": "held-out eval every N steps; 0 = only at the ends"}
+        default=50, metadata={"help": "held-out eval every N steps; 0 = only at the ends"}
     )
-    eval_per_task: int = field(default=20, metadata={"help": "held-out problems per task and difficulty"})
-    save_every: int = field(default=20, metadata={"help": "checkpoint every N steps"})
+    eval_per_task: int = field(default=40, metadata={"help": "held-out problems per task and difficulty"})
+    save_every: int = field(default=50, metadata={"help": "checkpoint every N steps"})
     max_bad_steps: int = field(default=3, metadata={"help": "stop after this many NaN/inf losses in a row"})
     seed: int = field(default=0, metadata={"help": "seed of the problem stream and the sampler"})
     autocast: str = field(default="auto", metadata={"help": "auto (bf16 on GPU), bf16 or off"})

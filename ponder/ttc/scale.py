@@ -10,7 +10,8 @@ How it runs, on held-out problems only:
      unbiased estimate of drawing n fresh samples and costs one draw instead of log2(max_n) of them:
      sample, majority (maj@n), best_of_n with the oracle (= pass@n, exact) and with the learned
      verifier, verifier-weighted vote. Tokens are n times the mean tokens of a sample;
-  3) budget forcing (greedy) at thinking budgets 8, 16, 32, ... and sequential revision at 2, 3
+  3) budget forcing (greedy), capped at thinking budgets 8, 16, 32, ... (`budgets`) and extended with
+     "Wait" to at least 8, 16, 32, ... thinking tokens (`extend`), and sequential revision at 2, 3
      rounds, each a real run;
   4) auto effort, a real run of rounds (it decides per problem how many samples to draw).
 """
@@ -22,13 +23,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 from ponder.engine import SamplingParams
-from ponder.tasks import Problem, get_task
+from ponder.evals import score_rollout
+from ponder.tasks import Problem
 from ponder.ttc import strategies
 from ponder.ttc.answers import plurality, top_score, weighted
 from ponder.ttc.metrics import mean_pass_at_k, subsets
 
 SAMPLED = ("sample", "majority", "best_of_n:oracle", "best_of_n:verifier", "weighted_vote:verifier")
-STRATEGY_NAMES = ("greedy", *SAMPLED, "budget_forcing", "revision", "auto_effort")
+STRATEGY_NAMES = ("greedy", *SAMPLED, "budget_forcing", "budget_forcing:extend", "revision", "auto_effort")
 
 
 @dataclass
@@ -36,7 +38,10 @@ class ScaleConfig:
     max_n: int = field(default=16, metadata={"help": "largest number of samples (levels 1, 2, 4, ...)"})
     temperature: float = field(default=0.8, metadata={"help": "temperature of the sampled strategies"})
     max_tokens: int = field(default=256, metadata={"help": "tokens per sample at most"})
-    budgets: tuple[int, ...] = field(default=(8, 16, 32, 64, 128), metadata={"help": "thinking budgets"})
+    budgets: tuple[int, ...] = field(default=(8, 16, 32, 64, 128), metadata={"help": "thinking caps"})
+    extend: tuple[int, ...] = field(
+        default=(8, 16, 32, 64, 128), metadata={"help": "least thinking tokens (\"Wait\" below them)"}
+    )
     revision_rounds: tuple[int, ...] = field(default=(2, 3), metadata={"help": "revision attempts"})
     trials: int = field(default=16, metadata={"help": "random subsets averaged per sampled level"})
     strategies: tuple[str, ...] = field(default=STRATEGY_NAMES, metadata={"help": "which curves"})
@@ -111,7 +116,7 @@ def sweep(
         )
         keys = [strategies.keys_of(p, g) for p, g in zip(problems, groups, strict=True)]
         correct = [
-            [get_task(p.task).score(p, r.text) > 0.5 for r in g]
+            [score_rollout(p, r) > 0.5 for r in g]
             for p, g in zip(problems, groups, strict=True)
         ]
         tokens = [[r.num_tokens for r in g] for g in groups]
@@ -130,6 +135,15 @@ def sweep(
                 ),
             )
             points.append(point("budget_forcing", b, out, 0, count))
+    if "budget_forcing:extend" in wanted:
+        for b in cfg.extend:
+            out = timed(
+                f"extend {b}",
+                lambda b=b: strategies.budget_forcing(
+                    engine, problems, None, min_thinking_tokens=b, params=greedy_params, progress=progress
+                ),
+            )
+            points.append(point("budget_forcing:extend", b, out, 0, count))
     if "revision" in wanted:
         for rounds in cfg.revision_rounds:
             out = timed(
@@ -228,13 +242,12 @@ def answer_distribution(
     """Histogram of answer keys over `samples` samples of one prompt, with which key is correct."""
     params = SamplingParams(n=samples, temperature=temperature, max_tokens=max_tokens, seed=seed)
     group = strategies.draw(engine, [problem], params)[0]
-    task = get_task(problem.task)
     counts: dict[str, int] = {}
     right: dict[str, bool] = {}
     for r in group:
         key = strategies.keys_of(problem, [r])[0] or "(no answer)"
         counts[key] = counts.get(key, 0) + 1
-        right[key] = right.get(key, False) or task.score(problem, r.text) > 0.5
+        right[key] = right.get(key, False) or score_rollout(problem, r) > 0.5
     order = sorted(counts, key=lambda k: -counts[k])
     return {
         "prompt": problem.prompt,

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ponder.engine import Rollout, SamplingParams
+from ponder.evals import score_rollout
 from ponder.format import render_prompt
 from ponder.tasks import Problem, get_task
 from ponder.ttc.answers import leader, plurality, sample_key, top_score, weighted
@@ -81,7 +82,7 @@ def outcome(problem: Problem, group: Sequence[Rollout], chosen: int, tokens: int
         problem=problem,
         answer=r.parsed.answer,
         key=sample_key(task, problem, r),
-        correct=task.score(problem, r.text) > 0.5,
+        correct=score_rollout(problem, r) > 0.5,
         tokens=sum(x.num_tokens for x in group) if tokens is None else tokens,
         samples=len(group),
         rollout=r,
@@ -90,7 +91,7 @@ def outcome(problem: Problem, group: Sequence[Rollout], chosen: int, tokens: int
 
 def oracle_ranker(problems: Sequence[Problem], groups: Sequence[Sequence[Rollout]]) -> list[list[float]]:
     """The task verifier as a ranker: best-of-n with it is pass@n, the ceiling for any verifier."""
-    return [[get_task(p.task).score(p, r.text) for r in g] for p, g in zip(problems, groups, strict=True)]
+    return [[score_rollout(p, r) for r in g] for p, g in zip(problems, groups, strict=True)]
 
 
 def _params(params: SamplingParams | None, **changes) -> SamplingParams:
@@ -173,9 +174,8 @@ def budget_forcing(
     Forced tokens are counted in `tokens` (they occupy the context like any other)."""
     base = params or dataclasses.replace(DEFAULT_PARAMS, temperature=0.0)
     p = _params(base, n=1, max_thinking_tokens=max_thinking_tokens, min_thinking_tokens=min_thinking_tokens)
-    # room for the answer after a capped thinking
-    if max_thinking_tokens is not None:
-        p.max_tokens = max(p.max_tokens, max_thinking_tokens + 64)
+    # room for the answer after a capped or extended thinking
+    p.max_tokens = max(p.max_tokens, max(max_thinking_tokens or 0, min_thinking_tokens) + 64)
     groups = draw(engine, problems, p, progress)
     return [outcome(q, g, 0) for q, g in zip(problems, groups, strict=True)]
 

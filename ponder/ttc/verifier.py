@@ -9,8 +9,10 @@ How it is built:
   2) labels: each task's own verifier marks every rollout correct (1) or not (0);
   3) model: the policy's own backbone with a one-logit head on the last token's hidden state
      (`LlamaForSequenceClassification`, initialised from the policy's weights), trained with binary
-     cross-entropy on (prompt + completion) -> correct;
-  4) held-out AUC on a share of the problems the verifier never trained on, saved with the model.
+     cross-entropy on (prompt + completion) -> correct, plus (weight `pairwise`) a ranking loss
+     between one problem's correct and wrong samples;
+  4) held-out AUC on a share of the problems the verifier never trained on, saved with the model:
+     overall, and within problems (what best-of-n needs).
 
 It saves and loads as a plain Hugging Face directory (atomically). Shortcut admitted: the scorer sees
 the whole completion, thinking included, and is trained once offline, not alongside the policy.
@@ -31,9 +33,10 @@ import torch.nn.functional as F
 
 from ponder.engine import Engine, Rollout, SamplingParams
 from ponder.errors import PonderError
+from ponder.evals import score_rollout
 from ponder.format import render_prompt
 from ponder.io import atomic_dir
-from ponder.tasks import Problem, get_task
+from ponder.tasks import Problem
 from ponder.tasks.mix import DEFAULT_MIX, TaskMix
 
 META_FILE = "verifier.json"
@@ -52,6 +55,9 @@ class VerifierConfig:
     epochs: int = field(default=3, metadata={"help": "passes over the labelled rollouts"})
     batch_size: int = field(default=32, metadata={"help": "sequences per optimizer step"})
     lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
+    pairwise: float = field(
+        default=1.0, metadata={"help": "weight of the within-problem ranking loss (0 = BCE only)"}
+    )
     max_len: int = field(default=384, metadata={"help": "tokens scored per sequence (the last ones)"})
     seed: int = field(default=0, metadata={"help": "problems, sampling and shuffling"})
 
@@ -163,10 +169,9 @@ def label_rollouts(engine, problems: Sequence[Problem], params: SamplingParams, 
     groups = engine.generate([render_prompt(p.prompt) for p in problems], params, progress=progress)
     texts, labels, owner = [], [], []
     for i, (p, g) in enumerate(zip(problems, groups, strict=True)):
-        task = get_task(p.task)
         for r in g:
             texts.append(_text(p, r))
-            labels.append(float(task.score(p, r.text) > 0.5))
+            labels.append(float(score_rollout(p, r) > 0.5))
             owner.append(i)
     return texts, labels, owner
 
@@ -185,6 +190,20 @@ def auc(scores: Sequence[float], labels: Sequence[float]) -> float:
     return wins / (len(pos) * len(neg))
 
 
+def within_problem_auc(scores: Sequence[float], labels: Sequence[float], owner: Sequence[int]) -> float | None:
+    """The AUC that ranking needs: each problem's correct samples against its own wrong ones, averaged
+    over the problems that have both (None if none has)."""
+    by: dict[int, list[int]] = {}
+    for i, o in enumerate(owner):
+        by.setdefault(o, []).append(i)
+    values = [
+        auc([scores[i] for i in idx], [labels[i] for i in idx])
+        for idx in by.values()
+        if 0 < sum(labels[i] > 0.5 for i in idx) < len(idx)
+    ]
+    return sum(values) / len(values) if values else None
+
+
 def fit(
     verifier: Verifier,
     texts: Sequence[str],
@@ -194,21 +213,51 @@ def fit(
     lr: float,
     seed: int = 0,
     on_step: Callable[[dict], None] | None = None,
+    owner: Sequence[int] | None = None,
+    pairwise: float = 0.0,
 ) -> list[float]:
-    """BCE on (text -> label); returns the loss of every step."""
+    """BCE on (text -> label), plus `pairwise` x a ranking loss within problems when `owner` (the
+    problem of each text) is given: softplus(s_wrong - s_right) over the pairs of one problem's
+    correct and wrong samples. Best-of-n only ever compares samples of one problem, and BCE alone
+    learns mostly which problems are hard. Batches then hold whole problems. Returns step losses."""
     model = verifier.model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    order = list(range(len(texts)))
     rng = random.Random(seed)
-    steps = epochs * ((len(order) + batch_size - 1) // batch_size)
+    if owner is None:
+        units = [[i] for i in range(len(texts))]
+    else:
+        by: dict[int, list[int]] = {}
+        for i, o in enumerate(owner):
+            by.setdefault(o, []).append(i)
+        units = list(by.values())
+    batches_per_epoch = 0
+    size = 0
+    for u in units:  # count the batches for the progress total
+        size += len(u)
+        if size >= batch_size:
+            batches_per_epoch, size = batches_per_epoch + 1, 0
+    steps = epochs * (batches_per_epoch + (1 if size else 0))
     losses: list[float] = []
     for _ in range(epochs):
-        rng.shuffle(order)
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
+        rng.shuffle(units)
+        batches, current = [], []
+        for u in units:
+            current += u
+            if len(current) >= batch_size:
+                batches.append(current)
+                current = []
+        if current:
+            batches.append(current)
+        for idx in batches:
             logits = verifier.logits([texts[i] for i in idx])
             target = torch.tensor([labels[i] for i in idx], device=logits.device)
             loss = F.binary_cross_entropy_with_logits(logits, target)
+            if pairwise > 0 and owner is not None:
+                same = torch.tensor([owner[i] for i in idx], device=logits.device)
+                pair = (same[:, None] == same[None, :]) & (target[:, None] > 0.5) & (target[None, :] <= 0.5)
+                if pair.any():  # rows: correct samples, columns: wrong samples of the same problem
+                    margin = logits[None, :] - logits[:, None]
+                    loss = loss + pairwise * F.softplus(margin[pair]).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -251,15 +300,20 @@ def train_verifier(
         cfg.lr,
         cfg.seed,
         on_step,
+        owner=[owner[i] for i in train],
+        pairwise=cfg.pairwise,
     )
-    heldout_auc = None
+    heldout_auc = within_auc = None
     if test:
-        heldout_auc = auc(verifier.score_texts([texts[i] for i in test]), [labels[i] for i in test])
+        scores = verifier.score_texts([texts[i] for i in test])
+        heldout_auc = auc(scores, [labels[i] for i in test])
+        within_auc = within_problem_auc(scores, [labels[i] for i in test], [owner[i] for i in test])
     verifier.meta = {
         "config": asdict(cfg),
         "rollouts": len(texts),
         "positive_rate": sum(labels) / len(labels),
         "heldout_auc": heldout_auc,
+        "heldout_within_problem_auc": within_auc,
         "final_loss": sum(losses[-10:]) / max(1, len(losses[-10:])),
         "wall_s": round(time.perf_counter() - started, 1),
     }
