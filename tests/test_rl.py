@@ -23,8 +23,17 @@ from ponder.train.rl import ALGORITHMS, RLConfig, RLRun, rl_step, train_rl
 TINY = dict(tasks="letters:1", prompts_per_step=4, group_size=4, max_tokens=24, eval_per_task=2, save_every=2)
 
 STEP_KEYS = {
-    "reward", "accuracy", "response_len", "thinking_len", "self_correction", "constant_groups",
-    "verifier_errors", "tokens_per_s", "gen_s", "train_s", "rl_tokens",
+    "reward",
+    "accuracy",
+    "response_len",
+    "thinking_len",
+    "self_correction",
+    "constant_groups",
+    "verifier_errors",
+    "tokens_per_s",
+    "gen_s",
+    "train_s",
+    "rl_tokens",
 }
 UPDATE_KEYS = {"loss", "grad_norm", "entropy", "clip_frac", "approx_kl"}
 
@@ -36,8 +45,14 @@ def read(run_dir: Path) -> list[dict]:
 @pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
 def test_every_algorithm_trains_and_logs_its_metrics(algorithm, trained_run, tmp_path):
     model_dir = trained_run / "model"
-    cfg = RLConfig(out=str(tmp_path / algorithm), init=str(model_dir), algorithm=algorithm, steps=2,
-                   kl_coef=0.05 if algorithm == "grpo" else 0.0, **TINY)
+    cfg = RLConfig(
+        out=str(tmp_path / algorithm),
+        init=str(model_dir),
+        algorithm=algorithm,
+        steps=2,
+        kl_coef=0.05 if algorithm == "grpo" else 0.0,
+        **TINY,
+    )
     out = train_rl(cfg)
     assert (out / "model.safetensors").is_file()
     records = read(tmp_path / algorithm)
@@ -82,8 +97,9 @@ def test_nan_losses_skip_the_update_then_stop_the_run_clearly(trained_run, tmp_p
 
     monkeypatch.setattr(rl_module.alg, "policy_loss", nan_loss)
     model_dir = trained_run / "model"
-    cfg = RLConfig(out=str(tmp_path / "run"), init=str(model_dir), steps=10, algorithm="reinforce_pp",
-                   max_bad_steps=3, **TINY)
+    cfg = RLConfig(
+        out=str(tmp_path / "run"), init=str(model_dir), steps=10, algorithm="reinforce_pp", max_bad_steps=3, **TINY
+    )
     run = RLRun(cfg, resume=False)
     before = [p.detach().clone() for p in run.model.parameters()]
     first = rl_step(run, 0)
@@ -99,11 +115,21 @@ def test_rl_raises_reward_on_the_problems_it_trains_on(tmp_path):
     problems raise the sampled accuracy on that batch (held-out gains are the RL benchmark's job)."""
     from ponder.assets import base_model_path
 
-    cfg = RLConfig(out=str(tmp_path / "run"), init=str(base_model_path()), prompts_per_step=8, group_size=8,
-                   max_tokens=96, lr=1e-3, warmup=1, eval_per_task=2, seed=3)
+    cfg = RLConfig(
+        out=str(tmp_path / "run"),
+        init=str(base_model_path()),
+        tasks="sudoku:2,countdown:2",
+        prompts_per_step=8,
+        group_size=8,
+        max_tokens=96,
+        lr=5e-4,
+        warmup=1,
+        eval_per_task=2,
+        seed=3,
+    )
     run = RLRun(cfg, resume=False)
     accuracies = [rl_step(run, 0)["accuracy"] for _ in range(6)]  # step 0 again: the same problems
-    assert sum(accuracies[-2:]) / 2 > accuracies[0] + 0.1, accuracies
+    assert sum(accuracies[-2:]) / 2 > accuracies[0] + 0.2, accuracies
 
 
 def test_rl_config_errors_name_the_field():
@@ -125,9 +151,32 @@ def test_dapo_preset_turns_on_clip_higher_dynamic_sampling_and_overlong():
 def test_rl_resumes_after_kill_9(trained_run, tmp_path):
     model_dir = trained_run / "model"
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "ponder.cli", "rl", "--init", str(model_dir), "--out", str(out),
-           "--steps", "8", "--save-every", "2", "--eval-every", "0", "--tasks", "letters:1",
-           "--prompts-per-step", "4", "--group-size", "4", "--max-tokens", "24", "--eval-per-task", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ponder.cli",
+        "rl",
+        "--init",
+        str(model_dir),
+        "--out",
+        str(out),
+        "--steps",
+        "8",
+        "--save-every",
+        "2",
+        "--eval-every",
+        "0",
+        "--tasks",
+        "letters:1",
+        "--prompts-per-step",
+        "4",
+        "--group-size",
+        "4",
+        "--max-tokens",
+        "24",
+        "--eval-per-task",
+        "2",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120

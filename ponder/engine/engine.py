@@ -119,27 +119,24 @@ class Engine:
         longest = max(len(p) for p in prompt_ids)
         pad_id = self.tokenizer.pad_token_id or 0
         tokens = torch.tensor([[pad_id] * (longest - len(p)) + p for p in prompt_ids], device=device)
-        valid = torch.tensor(
-            [[False] * (longest - len(p)) + [True] * len(p) for p in prompt_ids], device=device
-        )
+        valid = torch.tensor([[False] * (longest - len(p)) + [True] * len(p) for p in prompt_ids], device=device)
         positions = (valid.long().cumsum(-1) - 1).clamp(min=0)
         cache = self.runner.new_cache(len(prompt_ids), longest + params.max_tokens)
         logits = self.runner.forward(tokens, positions, cache, valid)
         # 2) fan out: every sample of a prompt starts from a copy of the prompt's cache
-        fan = torch.arange(len(prompt_ids), device=device).repeat_interleave(n)
-        cache.select(fan)
-        logits = logits.index_select(0, fan)
-        next_pos = valid.sum(-1).index_select(0, fan)  # (B,) position of the next token
-        seqs = [
-            _Sequence(Rollout(offset + i, prompt_ids[i])) for i in range(len(prompt_ids)) for _ in range(n)
-        ]
+        next_pos = valid.sum(-1)  # (B,) position of the next token
+        if n > 1:
+            fan = torch.arange(len(prompt_ids), device=device).repeat_interleave(n)
+            cache.select(fan)
+            logits, next_pos = logits.index_select(0, fan), next_pos.index_select(0, fan)
+        seqs = [_Sequence(Rollout(offset + i, prompt_ids[i])) for i in range(len(prompt_ids)) for _ in range(n)]
         rows = list(range(len(seqs)))  # rows[r] = index into seqs of cache row r
         # 3) decode until every sequence is done or out of tokens
         for step in range(params.max_tokens):
             sampled, logprobs = choose_tokens(logits, params, generator)
             chosen = self._advance([seqs[i] for i in rows], sampled.tolist(), logprobs.tolist(), params, step)
             finished = [r for r, i in enumerate(rows) if seqs[i].done]
-            newly = sum(1 for i in rows if seqs[i].done and seqs[i].rollout.num_tokens == step + 1)
+            newly = sum(1 for r in finished if seqs[rows[r]].rollout.num_tokens == step + 1)
             if progress and newly:
                 progress(newly)
             if len(finished) == len(rows):
@@ -168,11 +165,14 @@ class Engine:
         """Append this step's token to every live sequence (sampled or forced); mark the finished."""
         chosen = []
         last_step = step == params.max_tokens - 1
+        budgets = params.max_thinking_tokens is not None or params.min_thinking_tokens > 0
         for seq, token, logprob in zip(seqs, sampled, logprobs, strict=True):
             if seq.done:  # kept in the batch until the next compaction; its token is ignored
                 chosen.append(token)
                 continue
-            token, logprob, written = self._force(seq, token, logprob, params)
+            written = True
+            if budgets or seq.forced:
+                token, logprob, written = self._force(seq, token, logprob, params)
             r = seq.rollout
             r.token_ids.append(token)
             r.logprobs.append(logprob)

@@ -16,12 +16,30 @@ model's own `rotary_emb`, so every RoPE scaling type the checkpoint declares is 
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 
 from ponder.errors import PonderError
 
 SUPPORTED = ("llama", "qwen2", "qwen3", "mistral")
+
+
+class _Layer(NamedTuple):
+    """One decoder layer's tensors, gathered once per `refresh` (no module calls in the hot loop)."""
+
+    ln1: torch.nn.Module
+    qkv: torch.Tensor
+    qkv_bias: torch.Tensor | None
+    o: torch.Tensor
+    o_bias: torch.Tensor | None
+    ln2: torch.nn.Module
+    gate_up: torch.Tensor
+    down: torch.Tensor
+    q_norm: torch.nn.Module | None
+    k_norm: torch.nn.Module | None
+    scale: float  # what is left of the attention scale after folding it into the queries
 
 
 class KVCache:
@@ -32,6 +50,8 @@ class KVCache:
         self.k = [torch.zeros(shape, dtype=like.dtype, device=like.device) for _ in range(layers)]
         self.v = [torch.zeros(shape, dtype=like.dtype, device=like.device) for _ in range(layers)]
         self.valid = torch.zeros(batch, capacity, dtype=torch.bool, device=like.device)
+        # the same, as an additive attention bias (0 or -inf), kept up to date as slots fill
+        self.bias = torch.full((batch, capacity), float("-inf"), dtype=like.dtype, device=like.device)
         self.length = 0  # slots filled so far (the same for every row: rows are left-padded)
 
     def select(self, rows: torch.Tensor) -> None:
@@ -39,6 +59,7 @@ class KVCache:
         self.k = [k.index_select(0, rows) for k in self.k]
         self.v = [v.index_select(0, rows) for v in self.v]
         self.valid = self.valid.index_select(0, rows)
+        self.bias = self.bias.index_select(0, rows)
 
 
 class LlamaRunner:
@@ -69,16 +90,27 @@ class LlamaRunner:
 
     @torch.no_grad()
     def refresh(self) -> None:
-        """Rebuild the fused weights from the model's current parameters (call after an update)."""
-        self.fused = []
+        """Rebuild the fused weights from the model's current parameters (call after an update).
+
+        Besides fusing QKV and gate/up into one matmul each, the attention scale is folded into the
+        query rows (RoPE is linear, so scaling before it is the same as after), saving one op per
+        layer per step; not for Qwen3, whose per-head q_norm would undo it."""
+        self.layers = []
         for layer in self.core.layers:
             a, m = layer.self_attn, layer.mlp
-            qkv_w = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight])
+            fold = 1.0 if hasattr(a, "q_norm") else self.scaling
+            qkv_w = torch.cat([a.q_proj.weight * fold, a.k_proj.weight, a.v_proj.weight])
             qkv_b = None
             if a.q_proj.bias is not None:
-                qkv_b = torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias])
+                qkv_b = torch.cat([a.q_proj.bias * fold, a.k_proj.bias, a.v_proj.bias])
             gate_up = torch.cat([m.gate_proj.weight, m.up_proj.weight])
-            self.fused.append((qkv_w, qkv_b, gate_up))
+            self.layers.append(
+                _Layer(
+                    layer.input_layernorm, qkv_w, qkv_b, a.o_proj.weight, a.o_proj.bias,
+                    layer.post_attention_layernorm, gate_up, m.down_proj.weight,
+                    getattr(a, "q_norm", None), getattr(a, "k_norm", None), self.scaling / fold,
+                )
+            )  # fmt: skip
 
     def new_cache(self, batch: int, capacity: int) -> KVCache:
         like = self.core.embed_tokens.weight
@@ -87,7 +119,9 @@ class LlamaRunner:
         # rotary module and then only indexed: cheaper than recomputing them every step.
         positions = torch.arange(capacity, device=like.device)[None]
         cos, sin = self.core.rotary_emb(like[:1, None], positions)
-        cache.cos, cache.sin = cos[0], sin[0]  # (capacity, head_dim)
+        half = self.head_dim // 2
+        cache.cos = cos[0]  # (capacity, head_dim)
+        cache.sin_signed = torch.cat([-sin[0, :, :half], sin[0, :, half:]], dim=-1)
         return cache
 
     @torch.inference_mode()
@@ -99,58 +133,54 @@ class LlamaRunner:
         start = cache.length
         end = start + T
         cache.valid[:, start:end] = new_valid
+        cache.bias[:, start:end].masked_fill_(new_valid, 0.0)
         x = self.core.embed_tokens(tokens)  # (B, T, H)
-        cos, sin = cache.cos[positions].unsqueeze(1), cache.sin[positions].unsqueeze(1)  # (B, 1, T, hd)
-        mask = self._mask(cache.valid[:, :end], start, T)
-        for layer, (qkv_w, qkv_b, gate_up), k_cache, v_cache in zip(
-            self.core.layers, self.fused, cache.k, cache.v, strict=True
-        ):
-            x = x + self._attention(layer, qkv_w, qkv_b, x, cos, sin, k_cache, v_cache, start, end, mask)
-            h = _rms_norm(layer.post_attention_layernorm, x)
-            gate, up = F.linear(h, gate_up).chunk(2, dim=-1)
-            x = x + layer.mlp.down_proj(F.silu(gate) * up)
+        # RoPE as x * cos + roll(x) * sin_signed: the half-rotation's sign lives in the table
+        cos, sin = cache.cos[positions].unsqueeze(2), cache.sin_signed[positions].unsqueeze(2)  # (B, T, 1, hd)
+        # decode: an additive (B, 1, 1, end) bias shared by every layer; prefill: a boolean mask
+        mask = cache.bias[:, None, None, :end] if T == 1 else self._mask(cache.valid[:, :end], start, T)
+        for w, k_cache, v_cache in zip(self.layers, cache.k, cache.v, strict=True):
+            x += self._attention(w, x, cos, sin, k_cache, v_cache, start, end, mask)
+            gate, up = F.linear(_rms_norm(w.ln2, x), w.gate_up).chunk(2, dim=-1)
+            x += F.linear(F.silu(gate, inplace=True).mul_(up), w.down)
         cache.length = end
         last = _rms_norm(self.core.norm, x[:, -1])  # only the last position is sampled from
         return self.model.lm_head(last).float()  # (B, vocab)
 
-    def _attention(self, layer, qkv_w, qkv_b, x, cos, sin, k_cache, v_cache, start, end, mask):
-        a = layer.self_attn
+    def _attention(self, w: _Layer, x, cos, sin, k_cache, v_cache, start, end, mask):
         B, T, _ = x.shape
-        qkv = F.linear(_rms_norm(layer.input_layernorm, x), qkv_w, qkv_b)
-        q, k, v = qkv.split([self.heads * self.head_dim, *(2 * [self.kv_heads * self.head_dim])], dim=-1)
-        q = q.view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, heads, T, hd)
-        k = k.view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
-        v = v.view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
-        if hasattr(a, "q_norm"):  # Qwen3 normalises q and k per head before RoPE
-            q, k = a.q_norm(q), a.k_norm(k)
-        q, k = _rope(q, cos, sin), _rope(k, cos, sin)
+        H, KV, D = self.heads, self.kv_heads, self.head_dim
+        qkv = F.linear(_rms_norm(w.ln1, x), w.qkv, w.qkv_bias).view(B, T, H + 2 * KV, D)
+        qk, v = qkv[:, :, : H + KV], qkv[:, :, H + KV :]
+        if w.q_norm is not None:  # Qwen3 normalises q and k per head before RoPE
+            qk = torch.cat([w.q_norm(qk[:, :, :H]), w.k_norm(qk[:, :, H:])], dim=2)
+        qk = torch.addcmul(qk * cos, qk.roll(D // 2, dims=-1), sin)  # RoPE on q and k at once
+        q, k = qk[:, :, :H].transpose(1, 2), qk[:, :, H:].transpose(1, 2)  # (B, heads, T, D)
         k_cache[:, :, start:end] = k
-        v_cache[:, :, start:end] = v
-        out = self._attend(q, k_cache[:, :, :end], v_cache[:, :, :end], mask)
-        return a.o_proj(out.transpose(1, 2).reshape(B, T, self.heads * self.head_dim))
+        v_cache[:, :, start:end] = v.transpose(1, 2)
+        out = self._attend(q, k_cache[:, :, :end], v_cache[:, :, :end], mask, w.scale)
+        # (B, heads, T, D) -> (B, T, heads * D); with T == 1 that is a free view, no copy
+        out = out.view(B, T, H * D) if T == 1 else out.transpose(1, 2).reshape(B, T, H * D)
+        return F.linear(out, w.o, w.o_bias)
 
-    def _attend(self, q, k, v, mask):
+    def _attend(self, q, k, v, mask, scale: float):
         if q.shape[2] > 1:  # prefill: the fused kernel wins on long queries
             gqa = self.kv_heads != self.heads
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scaling, enable_gqa=gqa)
-        # decode: one query per row; two small matmuls beat the CPU flash kernel's set-up cost
-        if self.kv_heads != self.heads:
-            B, _, L, D = k.shape
-            group = self.heads // self.kv_heads
-            q = q.view(B, self.kv_heads, group, D)  # (B, kv, group, D): each kv head serves a group
-            scores = (q @ k.transpose(-1, -2)) * self.scaling
-            scores = scores.masked_fill(~mask, float("-inf")).softmax(-1)
-            return (scores @ v).view(B, self.heads, 1, D)
-        scores = (q @ k.transpose(-1, -2)) * self.scaling  # (B, heads, 1, L)
-        return scores.masked_fill(~mask, float("-inf")).softmax(-1) @ v
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=gqa)
+        # decode: one query per row; two small matmuls beat the CPU flash kernel's set-up cost.
+        # Each kv head serves a group of query heads: (B, kv, group, D) @ (B, kv, D, L).
+        B, _, L, D = k.shape
+        scores = q.view(B, self.kv_heads, -1, D) @ k.transpose(-1, -2)
+        if scale != 1.0:
+            scores.mul_(scale)
+        scores = scores.add_(mask).softmax(-1)  # mask is additive here: 0 or -inf
+        return (scores @ v).view(B, self.heads, 1, D)
 
     @staticmethod
     def _mask(valid: torch.Tensor, start: int, T: int) -> torch.Tensor:
         """(B, 1, T, end) boolean: causal, no padding keys; each query may always see itself, so a
         padding row never has an empty softmax (its output is garbage, but finite and unused)."""
         end = valid.shape[1]
-        if T == 1:
-            return valid[:, None, None, :]
         q_pos = torch.arange(start, end, device=valid.device)[:, None]
         k_pos = torch.arange(end, device=valid.device)[None, :]
         causal = k_pos <= q_pos  # (T, end)
@@ -162,9 +192,3 @@ def _rms_norm(norm, x: torch.Tensor) -> torch.Tensor:
     """The HF RMSNorm module's math in one fused op (same weight, same epsilon)."""
     eps = getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-6)
     return F.rms_norm(x, (x.shape[-1],), norm.weight, eps)
-
-
-def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
