@@ -277,7 +277,7 @@ def trl_defaults_that_differ(cfg) -> list[str]:
     return [
         f"lr schedule: TRL {getattr(cfg.lr_scheduler_type, 'value', cfg.lr_scheduler_type)} decay to 0, "
         f"warm-up {cfg.warmup_steps} steps"
-        f" | ponder constant after a {p['warmup']}-step linear warm-up",
+        f" | ponder {p['lr_schedule']} after a {p['warmup']}-step linear warm-up",
         f"AdamW betas: TRL ({cfg.adam_beta1}, {cfg.adam_beta2}) | ponder (0.9, 0.99)",
         f"gradient checkpointing: TRL {cfg.gradient_checkpointing} | ponder off",
         f"loss_type: TRL {cfg.loss_type!r} (TRL's default is 'dapo', token-level) | ponder 'grpo' (per-sequence)",

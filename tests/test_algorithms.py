@@ -323,9 +323,7 @@ def test_empty_mask_rows_give_no_nan():
     logp = torch.zeros(2, 3, requires_grad=True)
     mask = torch.tensor([[1, 1, 0], [0, 0, 0]])
     for agg in ("token", "sequence", "constant"):
-        loss, stats = policy_loss(
-            logp, torch.zeros(2, 3), torch.tensor([1.0, -1.0]), mask, agg=agg, max_tokens=3
-        )
+        loss, stats = policy_loss(logp, torch.zeros(2, 3), torch.tensor([1.0, -1.0]), mask, agg=agg, max_tokens=3)
         assert torch.isfinite(loss) and all(torch.isfinite(v) for v in stats.values())
     # sequence mean is over rows that have tokens: row0 alone -> -1
     close(policy_loss(logp, torch.zeros(2, 3), torch.tensor([1.0, -1.0]), mask, agg="sequence")[0], -1.0)
@@ -346,9 +344,7 @@ def test_bfloat16_inputs_compute_in_float32():
     close(adv, [1.5, -0.5, -0.5, -0.5], atol=1e-4)
     logp, old, adv2, mask = _ppo_case()
     lp16 = logp.detach().bfloat16().requires_grad_()
-    loss, _ = policy_loss(
-        lp16, old.bfloat16(), adv2.bfloat16(), mask, ref_logprobs=old.bfloat16(), kl_coef=0.1
-    )
+    loss, _ = policy_loss(lp16, old.bfloat16(), adv2.bfloat16(), mask, ref_logprobs=old.bfloat16(), kl_coef=0.1)
     assert loss.dtype == torch.float32
     loss.backward()
     assert lp16.grad.dtype == torch.bfloat16 and torch.isfinite(lp16.grad.float()).all()

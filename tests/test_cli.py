@@ -90,3 +90,19 @@ def test_flags_override_the_config_file(tmp_path):
     args = parser().parse_args(["pretrain", "--config", str(cfg_file), "--steps", "7"])
     cfg = build_config(LMConfig, args, {"steps": 3, "lr": 0.01})
     assert (cfg.steps, cfg.batch_size, cfg.lr) == (7, 4, 0.01)
+
+
+def test_chat_answers_questions_read_from_stdin_and_quits_on_an_empty_line():
+    import subprocess
+    import sys
+
+    questions = "Which is larger, 9.11 or 9.9?\nHow many r are in strawberry?\n\n"
+    done = subprocess.run(
+        [sys.executable, "-m", "ponder.cli", "chat", "--max-tokens", "48"],
+        input=questions,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("ponder>") == 2  # one answer per question, then a clean exit

@@ -22,4 +22,3 @@ def test_ruff_lint_is_clean():
 def test_ruff_format_is_clean():
     result = ruff("format", "--check")
     assert result.returncode == 0, result.stdout + result.stderr
-

@@ -54,10 +54,7 @@ def test_gym_difficulty_follows_the_curriculum(arithmetic):
     assert arithmetic.difficulties == (1, 2, 3, 4, 5)
 
     def terms(difficulty):
-        return max(
-            arithmetic.problem("train", i, difficulty).meta["entry"]["metadata"]["num_terms"]
-            for i in range(20)
-        )
+        return max(arithmetic.problem("train", i, difficulty).meta["entry"]["metadata"]["num_terms"] for i in range(20))
 
     assert terms(1) == 2 < terms(5)
 

@@ -73,18 +73,26 @@ def write_rl_report(run_dir: str | Path) -> Path:
         (
             "Response length over training",
             series_chart(
-                steps, {"response_len": "response", "thinking_len": "thinking"}, "tokens",
-                "mean tokens per completion", run_dir / "lengths.png",
+                steps,
+                {"response_len": "response", "thinking_len": "thinking"},
+                "tokens",
+                "mean tokens per completion",
+                run_dir / "lengths.png",
             ),
         ),
         (
             "Self-correction over training",
             series_chart(
-                steps, {"self_correction": "share of completions with 'wait' / 'let me recheck'"},
-                "share", "how often the model corrects itself", run_dir / "self_correction.png",
+                steps,
+                {"self_correction": "share of completions with 'wait' / 'let me recheck'"},
+                "share",
+                "how often the model corrects itself",
+                run_dir / "self_correction.png",
             ),
         ),
     ]
-    rows = [{"step": e["step"], "RL tokens": e["rl_tokens"], "held-out accuracy": f"{e['eval_accuracy']:.1%}"}
-            for e in evals]
+    rows = [
+        {"step": e["step"], "RL tokens": e["rl_tokens"], "held-out accuracy": f"{e['eval_accuracy']:.1%}"}
+        for e in evals
+    ]
     return html_page(run_dir / "report.html", f"RL run {run_dir.name}", charts, rows)

@@ -88,9 +88,7 @@ class Task(ABC):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if difficulty not in self.difficulties:
-            raise ValueError(
-                f"task {self.name!r} has difficulties {list(self.difficulties)}, got {difficulty!r}"
-            )
+            raise ValueError(f"task {self.name!r} has difficulties {list(self.difficulties)}, got {difficulty!r}")
         for attempt in range(10_000):
             draft = self.draw(_rng(self.name, seed, split, index, difficulty, attempt), difficulty)
             if split_of(draft.prompt) == split:

@@ -88,27 +88,21 @@ class DecimalsTask(Task):
             return Draft(prompt=f"Sort ascending: {', '.join(numbers)}", answer=", ".join(ordered))
         word = rng.choice(("larger", "smaller")) if difficulty >= 3 else "larger"
         pick = max if word == "larger" else min
-        return Draft(
-            prompt=f"Which is {word}, {numbers[0]} or {numbers[1]}?", answer=pick(numbers, key=Decimal)
-        )
+        return Draft(prompt=f"Which is {word}, {numbers[0]} or {numbers[1]}?", answer=pick(numbers, key=Decimal))
 
     def check(self, problem: Problem, answer: str) -> bool:
         text = clean_answer(answer)
         if problem.prompt.startswith("Sort"):
             want = [Decimal(n) for n in problem.answer.split(", ")]
             got = [parse_number(part) for part in _SORT_SEPARATORS.split(text)]
-            return len(got) == len(want) and all(
-                g is not None and g == w for g, w in zip(got, want, strict=True)
-            )
+            return len(got) == len(want) and all(g is not None and g == w for g, w in zip(got, want, strict=True))
         value = parse_number(_VERDICT.sub("", text))
         return value is not None and value == Decimal(problem.answer)
 
     def answer_key(self, problem: Problem, answer: str) -> str:
         """Numbers as canonical Decimals ("9.90" -> "9.9"), a sorted list joined by ", "; "" if unreadable."""
         text = clean_answer(answer)
-        parts = (
-            _SORT_SEPARATORS.split(text) if problem.prompt.startswith("Sort") else [_VERDICT.sub("", text)]
-        )
+        parts = _SORT_SEPARATORS.split(text) if problem.prompt.startswith("Sort") else [_VERDICT.sub("", text)]
         values = [parse_number(part) for part in parts]
         if not text or any(v is None for v in values):
             return ""

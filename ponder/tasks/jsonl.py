@@ -105,8 +105,7 @@ def _load(path: Path) -> list[_Row]:
     rows = [_row(path, number, line) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
     if not rows:
         raise PonderError(
-            f"{path} is empty: write one JSON object per line, e.g. "
-            '{"prompt": "What is 2+3?", "answer": "5"}.'
+            f'{path} is empty: write one JSON object per line, e.g. {{"prompt": "What is 2+3?", "answer": "5"}}.'
         )
     return rows
 
@@ -118,9 +117,7 @@ def _row(path: Path, number: int, line: str) -> _Row:
     except json.JSONDecodeError as error:
         raise PonderError(f"{where} is not valid JSON ({error.msg}): fix or remove that line.") from error
     if not isinstance(obj, dict):
-        raise PonderError(
-            f'{where} is a JSON {type(obj).__name__}, not an object {{"prompt": ..., "answer": ...}}.'
-        )
+        raise PonderError(f'{where} is a JSON {type(obj).__name__}, not an object {{"prompt": ..., "answer": ...}}.')
     prompt, answer = (_text_field(obj, key, where) for key in ("prompt", "answer"))
     difficulty = obj.get("difficulty", 1)
     if not isinstance(difficulty, int) or isinstance(difficulty, bool) or difficulty < 1:
@@ -166,12 +163,8 @@ def _math_equal(gold: str, answer: str) -> bool:
     # SIGALRM only works in the main thread; elsewhere math-verify would raise, so run without a limit.
     limit = TIMEOUT_S if threading.current_thread() is threading.main_thread() else None
     wordless = _WORD.search(_LATEX_COMMAND.sub("", gold)) is None
-    gold_parsed = (parse(f"${gold}$", parsing_timeout=limit) if wordless else []) or parse(
-        gold, parsing_timeout=limit
-    )
+    gold_parsed = (parse(f"${gold}$", parsing_timeout=limit) if wordless else []) or parse(gold, parsing_timeout=limit)
     if not gold_parsed:
         return False
     candidates = (answer, f"${answer}$") if wordless else (answer,)
-    return any(
-        verify(gold_parsed, parse(text, parsing_timeout=limit), timeout_seconds=limit) for text in candidates
-    )
+    return any(verify(gold_parsed, parse(text, parsing_timeout=limit), timeout_seconds=limit) for text in candidates)

@@ -74,7 +74,5 @@ def _levels(levels: str, task: Task, part: str) -> list[int]:
     wanted = list(range(int(lo), int(hi or lo) + 1))
     bad = [d for d in wanted if d not in task.difficulties]
     if bad or not wanted:
-        raise PonderError(
-            f"{part!r}: task {task.name!r} has difficulties {list(task.difficulties)}, not {levels!r}"
-        )
+        raise PonderError(f"{part!r}: task {task.name!r} has difficulties {list(task.difficulties)}, not {levels!r}")
     return wanted

@@ -74,8 +74,9 @@ class RLConfig:
     group_size: int = field(default=8, metadata={"help": "completions sampled per problem (G)"})
     max_tokens: int = field(default=128, metadata={"help": "tokens per completion at most"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the rollouts"})
-    lr: float = field(default=2e-4, metadata={"help": "AdamW learning rate (constant after warm-up)"})
+    lr: float = field(default=3e-4, metadata={"help": "AdamW peak learning rate (after warm-up)"})
     warmup: int = field(default=5, metadata={"help": "linear LR warm-up steps"})
+    lr_schedule: str = field(default="linear", metadata={"help": "after warm-up: constant, or linear (to 0)"})
     epochs: int = field(default=1, metadata={"help": "passes over each batch of rollouts"})
     minibatches: int = field(default=1, metadata={"help": "optimizer steps per epoch"})
     eps_low: float = field(default=0.2, metadata={"help": "PPO clip: ratio >= 1 - eps_low"})
@@ -89,9 +90,7 @@ class RLConfig:
     vf_coef: float = field(default=0.5, metadata={"help": "PPO value-loss weight"})
     gae_lambda: float = field(default=0.95, metadata={"help": "PPO GAE lambda"})
     grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm; 0 = off"})
-    eval_every: int = field(
-        default=50, metadata={"help": "held-out eval every N steps; 0 = only at the ends"}
-    )
+    eval_every: int = field(default=50, metadata={"help": "held-out eval every N steps; 0 = only at the ends"})
     eval_per_task: int = field(default=40, metadata={"help": "held-out problems per task and difficulty"})
     save_every: int = field(default=50, metadata={"help": "checkpoint every N steps"})
     max_bad_steps: int = field(default=3, metadata={"help": "stop after this many NaN/inf losses in a row"})
@@ -110,6 +109,8 @@ class RLConfig:
             self.overlong_cache = preset.get("overlong_cache", 0)
         if self.dynamic_sampling is None:
             self.dynamic_sampling = preset.get("dynamic_sampling", False)
+        if self.lr_schedule not in ("constant", "linear"):
+            raise PonderError(f"lr_schedule must be one of ['constant', 'linear'], got {self.lr_schedule!r}")
         if self.kl_estimator not in ("k1", "k3"):
             raise PonderError(f"kl_estimator must be one of ['k1', 'k3'], got {self.kl_estimator!r}")
         for name in ("steps", "prompts_per_step", "max_tokens", "epochs", "minibatches", "save_every"):
@@ -173,9 +174,7 @@ class RLRun:
         self.reference = None
         if cfg.kl_coef > 0:  # a frozen copy of the starting policy (on resume: of the checkpoint)
             self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)
-        params = list(self.model.parameters()) + (
-            list(self.value_head.parameters()) if self.value_head else []
-        )
+        params = list(self.model.parameters()) + (list(self.value_head.parameters()) if self.value_head else [])
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
         if resume:
             self.optimizer.load_state_dict(state["optimizer"])
@@ -282,9 +281,7 @@ def rl_step(run: RLRun, step: int) -> dict:
         "accuracy": round(scored.correct.mean().item(), 4),
         "response_len": round(lengths.mean().item(), 2),
         "thinking_len": round(thinking.mean().item(), 2),
-        "self_correction": round(
-            sum(bool(SELF_CORRECTION.search(r.text)) for r in rollouts) / len(rollouts), 4
-        ),
+        "self_correction": round(sum(bool(SELF_CORRECTION.search(r.text)) for r in rollouts) / len(rollouts), 4),
         "constant_groups": round(constant_groups, 4),
         "verifier_errors": scored.errors,
         **update,
@@ -314,9 +311,18 @@ def advantages_for(run: RLRun, batch: RolloutBatch, rewards: torch.Tensor) -> to
     return alg.ADVANTAGES[name](rewards, batch.mask, run.cfg.group_size)
 
 
+def learning_rate(cfg: RLConfig, step: int) -> float:
+    """Linear warm-up, then constant or a linear decay to 0 at the last step (TRL's default)."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    if cfg.lr_schedule == "linear":
+        return cfg.lr * (cfg.steps - step) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr
+
+
 def policy_update(run: RLRun, batch: RolloutBatch, rewards: torch.Tensor, step: int) -> dict:
     cfg = run.cfg
-    lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+    lr = learning_rate(cfg, step)
     for group in run.optimizer.param_groups:
         group["lr"] = lr
     if run.reference is not None:
