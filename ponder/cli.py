@@ -196,8 +196,12 @@ def cmd_demo(args) -> None:
     if args.rl_steps > 0:
         console.rule(f"[bold]2) reinforcement learning: {args.rl_steps} GRPO steps from the base")
         cfg = RLConfig(
-            out=str(out_dir / "rl"), init=str(base), tasks=args.tasks, steps=args.rl_steps,
-            eval_every=max(1, args.rl_steps // 4), eval_per_task=args.per_task,
+            out=str(out_dir / "rl"),
+            init=str(base),
+            tasks=args.tasks,
+            steps=args.rl_steps,
+            eval_every=max(1, args.rl_steps // 4),
+            eval_per_task=args.per_task,
         )
         run_rl(cfg, resume=(out_dir / "rl" / "checkpoint").exists())
         model = out_dir / "rl" / "model"
@@ -215,19 +219,17 @@ def parser() -> argparse.ArgumentParser:
     from ponder.train.lm import LMConfig
     from ponder.train.rl import RLConfig
 
-    ap = argparse.ArgumentParser(
-        prog="ponder", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
+    ap = argparse.ArgumentParser(prog="ponder", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
 
     def eval_flags(p, per_task=20):
         p.add_argument("--tasks", default=DEFAULT_MIX, help="task mix (default: %(default)s)")
-        p.add_argument(
-            "--per-task", type=int, default=per_task, help="held-out problems per task and difficulty"
-        )
+        p.add_argument("--per-task", type=int, default=per_task, help="held-out problems per task and difficulty")
         p.add_argument("--max-tokens", type=int, default=256, help="tokens per answer at most")
 
-    p = sub.add_parser("demo", help="the pipeline in minutes: evaluate the shipped base, RL it, scale its test-time compute")
+    p = sub.add_parser(
+        "demo", help="the pipeline in minutes: evaluate the shipped base, RL it, scale its test-time compute"
+    )
     eval_flags(p)
     p.add_argument("--rl-steps", type=int, default=60, help="RL steps of the demo's RL stage; 0 = skip it")
     p.add_argument("--out", default="runs/demo", help="run directory of the demo's stages")

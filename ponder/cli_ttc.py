@@ -26,11 +26,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--model", help="model directory (default: the shipped base)")
     p.add_argument("--tasks", default=DEFAULT_MIX, help="task mix (default: %(default)s)")
     p.add_argument("--per-task", type=int, default=20, help="held-out problems per task and difficulty")
-    p.add_argument(
-        "--strategies", default=",".join(STRATEGY_NAMES), help="comma-separated curves (default: all)"
-    )
+    p.add_argument("--strategies", default=",".join(STRATEGY_NAMES), help="comma-separated curves (default: all)")
     p.add_argument("--max-n", type=int, default=16, help="largest number of samples (levels 1, 2, 4, ...)")
-    p.add_argument("--temperature", type=float, default=0.8, help="temperature of the sampled strategies")
+    p.add_argument("--temperature", type=float, default=1.0, help="temperature of the sampled strategies")
     p.add_argument("--max-tokens", type=int, default=256, help="tokens per sample at most")
     p.add_argument(
         "--verifier",
@@ -109,9 +107,7 @@ def cmd_scale(args) -> None:
     if args.effort:
         with progress_bar() as bar:
             job = bar.add_task("efforts", total=None, info="")
-            rows = scale.compare_efforts(
-                engine, problems, seed=args.seed, progress=lambda k: bar.advance(job, k)
-            )
+            rows = scale.compare_efforts(engine, problems, seed=args.seed, progress=lambda k: bar.advance(job, k))
         table = Table(title=f"reasoning_effort on {len(problems)} held-out problems, {model_dir}")
         for col in ("effort", "accuracy", "tokens/problem", "samples/problem", "wall s"):
             table.add_column(col, justify="right")
@@ -126,9 +122,7 @@ def cmd_scale(args) -> None:
         console.print(table)
         by = {r["effort"]: r for r in rows}
         ordered = all(
-            by[a][m] > by[b][m]
-            for a, b in (("high", "medium"), ("medium", "low"))
-            for m in ("accuracy", "tokens")
+            by[a][m] > by[b][m] for a, b in (("high", "medium"), ("medium", "low")) for m in ("accuracy", "tokens")
         )
         console.print(f"high > medium > low in accuracy and tokens: [bold]{'yes' if ordered else 'NO'}[/]")
         atomic_write_json(out / "effort.json", {"command": command, "model": str(model_dir), "efforts": rows})
@@ -182,10 +176,10 @@ def run_sweep(engine, problems, cfg, out, command: str, model_dir, verifier=None
     return result
 
 
-# the demo's test-time stage: small enough for about a minute on 2 CPU cores
-DEMO_PER_TASK = 4
+# the demo's test-time stage: about 20 s on 2 CPU cores for the RL model (200 problems)
+DEMO_PER_TASK = 20
 DEMO_STRATEGIES = ("greedy", "sample", "majority", "best_of_n:oracle", "budget_forcing", "auto_effort")
-DEMO_BUDGETS = (4, 16, 64)
+DEMO_BUDGETS = (1, 4, 16, 64)
 
 
 def demo_scale(model_dir, tasks: str, out, per_task: int = DEMO_PER_TASK) -> dict:
@@ -232,9 +226,7 @@ def cmd_contamination(args) -> None:
     for col in ("task", "eval prompts", "contaminated", "share", "mean overlap"):
         table.add_column(col, justify="right")
     for o in report.by_task.values():
-        table.add_row(
-            o.task, str(o.prompts), str(o.contaminated), f"{o.fraction:.2%}", f"{o.mean_overlap:.3f}"
-        )
+        table.add_row(o.task, str(o.prompts), str(o.contaminated), f"{o.fraction:.2%}", f"{o.mean_overlap:.3f}")
     console.print(table)
     if args.json:
         atomic_write_json(args.json, report.to_json())

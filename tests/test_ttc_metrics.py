@@ -18,9 +18,7 @@ def test_pass_at_k_by_hand(n, c, k, want):
     assert pass_at_k(n, c, k) == pytest.approx(want)
 
 
-@pytest.mark.parametrize(
-    "n,c,k", [(n, c, k) for n in range(1, 9) for c in range(n + 1) for k in range(1, n + 1)]
-)
+@pytest.mark.parametrize("n,c,k", [(n, c, k) for n in range(1, 9) for c in range(n + 1) for k in range(1, n + 1)])
 def test_pass_at_k_matches_brute_force(n, c, k):
     samples = [1] * c + [0] * (n - c)
     subsets = list(combinations(range(n), k))
@@ -68,9 +66,7 @@ def test_answer_keys():
     target = int(q.prompt.split()[1])
     a, b, c = sorted(int(x) for x in q.prompt.rstrip(".").split()[3:])
     right = [
-        e
-        for e in (f"{c}*{a}+{b}", f"{b}+{c}*{a}", f"{c}+{b}*{a}", f"{c}+{b}", f"{b}*{a}+{c}")
-        if countdown.check(q, e)
+        e for e in (f"{c}*{a}+{b}", f"{b}+{c}*{a}", f"{c}+{b}*{a}", f"{c}+{b}", f"{b}*{a}+{c}") if countdown.check(q, e)
     ]
     assert len(right) >= 2, right
     assert len({countdown.answer_key(q, e) for e in right}) == 1
@@ -79,9 +75,7 @@ def test_answer_keys():
     sudoku = get_task("sudoku")
     s = sudoku.problem("eval", 0, 1)
     assert (
-        sudoku.answer_key(s, s.answer)
-        == sudoku.answer_key(s, s.answer.replace("/", " "))
-        == s.answer.replace("/", "")
+        sudoku.answer_key(s, s.answer) == sudoku.answer_key(s, s.answer.replace("/", " ")) == s.answer.replace("/", "")
     )
     assert sudoku.answer_key(s, "12") == ""
     dec = get_task("decimals")

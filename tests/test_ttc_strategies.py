@@ -30,9 +30,7 @@ class FakeEngine:
                 answer = self.script[i][self.drawn[i] % len(self.script[i])]
                 self.drawn[i] += 1
                 tokens = [1] * 10
-                group.append(
-                    Rollout(i, [0], tokens, [0.0] * 10, [1] * 10, f"think\n</think>{answer}", "stop")
-                )
+                group.append(Rollout(i, [0], tokens, [0.0] * 10, [1] * 10, f"think\n</think>{answer}", "stop"))
             groups.append(group)
         return groups
 
@@ -54,9 +52,7 @@ def test_majority_picks_the_plurality_and_scores_after_choosing():
 
 def test_best_of_n_with_the_oracle_finds_a_right_sample():
     problems = _problems(1)
-    out = best_of_n(
-        FakeEngine(problems, [["1", "2", problems[0].answer, "3"]]), problems, n=4, ranker=oracle_ranker
-    )
+    out = best_of_n(FakeEngine(problems, [["1", "2", problems[0].answer, "3"]]), problems, n=4, ranker=oracle_ranker)
     assert out[0].correct
 
 

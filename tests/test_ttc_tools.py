@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from ponder.contamination import ContaminationError, check
 from ponder.errors import PonderError
@@ -73,6 +74,7 @@ def test_verifier_trains_and_round_trips(model_dir, tmp_path):
 def test_pairwise_loss_batches_whole_problems_and_ranks_within_them(model_dir):
     from ponder.ttc.verifier import Verifier, fit, within_problem_auc
 
+    torch.manual_seed(0)  # the head's initialisation must not depend on which tests ran before
     v = Verifier.from_policy(model_dir, max_len=64)
     texts, labels, owner = [], [], []
     for q, (a, b) in enumerate(((1, 1), (2, 2), (1, 2))):
@@ -82,7 +84,8 @@ def test_pairwise_loss_batches_whole_problems_and_ranks_within_them(model_dir):
             owner.append(q)
     seen = []
     losses = fit(v, texts, labels, epochs=8, batch_size=4, lr=3e-3, owner=owner, pairwise=1.0, on_step=seen.append)
-    assert len(losses) == len(seen) == seen[-1]["total_steps"] and losses[-1] < losses[0]
+    assert len(losses) == len(seen) == seen[-1]["total_steps"]
+    assert sum(losses[-2:]) < sum(losses[:2])  # the last epoch (two batches) against the first
     assert within_problem_auc(v.score_texts(texts), labels, owner) == 1.0
     assert within_problem_auc([0.2, 0.9, 0.5], [1.0, 0.0, 1.0], [0, 0, 1]) == 0.0  # problem 1 has one class
     assert within_problem_auc([0.5], [1.0], [0]) is None

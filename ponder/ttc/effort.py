@@ -40,12 +40,10 @@ class Effort:
 
 
 EFFORT_PRESETS: dict[str, Effort] = {
-    "low": Effort("low", "budget_forcing", 1, 16, 96, 0.0, "greedy, thinking capped at 16 tokens"),
-    "medium": Effort("medium", "greedy", 1, None, 256, 0.0, "greedy, thinking runs its course"),
-    "high": Effort("high", "majority", 16, None, 256, 0.8, "majority vote over 16 samples"),
-    "auto": Effort(
-        "auto", "auto_effort", 16, None, 256, 0.8, "rounds of 4 samples, stop when the vote is confident"
-    ),
+    "low": Effort("low", "budget_forcing", 1, 1, 96, 0.0, "greedy, answers at once (thinking capped at 1 token)"),
+    "medium": Effort("medium", "majority", 8, None, 256, 1.0, "majority vote over 8 samples"),
+    "high": Effort("high", "majority", 16, None, 256, 1.0, "majority vote over 16 samples"),
+    "auto": Effort("auto", "auto_effort", 16, None, 256, 1.0, "rounds of 4 samples, stop when the vote is confident"),
 }
 ALIASES = {"none": "low", "minimal": "low", "xhigh": "high", "max": "high"}
 
@@ -71,9 +69,7 @@ def run_effort(engine, problems, effort: Effort | str, seed: int | None = None, 
     if effort.strategy in ("greedy", "sample", "revision"):
         return strategies.run_strategy(effort.strategy, engine, problems, params=params, progress=progress)
     if effort.strategy == "auto_effort":
-        return strategies.auto_effort(
-            engine, problems, max_n=effort.samples, params=params, progress=progress
-        )
+        return strategies.auto_effort(engine, problems, max_n=effort.samples, params=params, progress=progress)
     return strategies.run_strategy(
         effort.strategy, engine, problems, n=effort.samples, params=params, progress=progress
     )
@@ -82,15 +78,13 @@ def run_effort(engine, problems, effort: Effort | str, seed: int | None = None, 
 def effort_table() -> str:
     """The presets as a Markdown table (the docs embed exactly this)."""
     rows = [
-        "| reasoning_effort | strategy | samples | thinking budget | max tokens | temperature "
-        "| what it does |",
+        "| reasoning_effort | strategy | samples | thinking budget | max tokens | temperature | what it does |",
         "|---|---|---|---|---|---|---|",
     ]
     for e in EFFORT_PRESETS.values():
         budget = "none" if e.max_thinking_tokens is None else str(e.max_thinking_tokens)
         rows.append(
-            f"| {e.name} | {e.strategy} | {e.samples} | {budget} | {e.max_tokens} | {e.temperature:g} "
-            f"| {e.summary} |"
+            f"| {e.name} | {e.strategy} | {e.samples} | {budget} | {e.max_tokens} | {e.temperature:g} | {e.summary} |"
         )
     aliases = ", ".join(f"{a} -> {b}" for a, b in ALIASES.items())
     return "\n".join(rows) + f"\n\nAlso accepted (OpenAI names): {aliases}.\n"

@@ -105,10 +105,7 @@ def write_report(
             f"reference answer: <code>{html.escape(distribution['reference'])}</code></p>"
             + _table(distribution["histogram"], ["key", "count", "correct"])
         )
-    style = (
-        "body{font-family:sans-serif;max-width:900px;margin:2em auto}td,th{padding:2px 8px}"
-        "img{max-width:100%}"
-    )
+    style = "body{font-family:sans-serif;max-width:900px;margin:2em auto}td,th{padding:2px 8px}img{max-width:100%}"
     page = f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
     page += f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n"
     atomic_write_text(out / "report.html", page)

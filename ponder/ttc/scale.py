@@ -10,7 +10,7 @@ How it runs, on held-out problems only:
      unbiased estimate of drawing n fresh samples and costs one draw instead of log2(max_n) of them:
      sample, majority (maj@n), best_of_n with the oracle (= pass@n, exact) and with the learned
      verifier, verifier-weighted vote. Tokens are n times the mean tokens of a sample;
-  3) budget forcing (greedy), capped at thinking budgets 8, 16, 32, ... (`budgets`) and extended with
+  3) budget forcing (greedy), capped at thinking budgets 1, 4, 16, ... (`budgets`) and extended with
      "Wait" to at least 8, 16, 32, ... thinking tokens (`extend`), and sequential revision at 2, 3
      rounds, each a real run;
   4) auto effort, a real run of rounds (it decides per problem how many samples to draw).
@@ -36,11 +36,11 @@ STRATEGY_NAMES = ("greedy", *SAMPLED, "budget_forcing", "budget_forcing:extend",
 @dataclass
 class ScaleConfig:
     max_n: int = field(default=16, metadata={"help": "largest number of samples (levels 1, 2, 4, ...)"})
-    temperature: float = field(default=0.8, metadata={"help": "temperature of the sampled strategies"})
+    temperature: float = field(default=1.0, metadata={"help": "temperature of the sampled strategies"})
     max_tokens: int = field(default=256, metadata={"help": "tokens per sample at most"})
-    budgets: tuple[int, ...] = field(default=(8, 16, 32, 64, 128), metadata={"help": "thinking caps"})
+    budgets: tuple[int, ...] = field(default=(1, 4, 16, 64, 128), metadata={"help": "thinking caps"})
     extend: tuple[int, ...] = field(
-        default=(8, 16, 32, 64, 128), metadata={"help": "least thinking tokens (\"Wait\" below them)"}
+        default=(8, 16, 32, 64), metadata={"help": 'least thinking tokens ("Wait" below them)'}
     )
     revision_rounds: tuple[int, ...] = field(default=(2, 3), metadata={"help": "revision attempts"})
     trials: int = field(default=16, metadata={"help": "random subsets averaged per sampled level"})
@@ -115,10 +115,7 @@ def sweep(
             lambda: strategies.draw(engine, problems, _with_n(params, cfg.max_n), progress),
         )
         keys = [strategies.keys_of(p, g) for p, g in zip(problems, groups, strict=True)]
-        correct = [
-            [score_rollout(p, r) > 0.5 for r in g]
-            for p, g in zip(problems, groups, strict=True)
-        ]
+        correct = [[score_rollout(p, r) > 0.5 for r in g] for p, g in zip(problems, groups, strict=True)]
         tokens = [[r.num_tokens for r in g] for g in groups]
         scores = None
         if verifier is not None and wanted & {"best_of_n:verifier", "weighted_vote:verifier"}:
@@ -130,9 +127,7 @@ def sweep(
         for b in cfg.budgets:
             out = timed(
                 f"budget {b}",
-                lambda b=b: strategies.budget_forcing(
-                    engine, problems, b, params=greedy_params, progress=progress
-                ),
+                lambda b=b: strategies.budget_forcing(engine, problems, b, params=greedy_params, progress=progress),
             )
             points.append(point("budget_forcing", b, out, 0, count))
     if "budget_forcing:extend" in wanted:
@@ -235,7 +230,7 @@ def answer_distribution(
     engine,
     problem: Problem,
     samples: int = 100,
-    temperature: float = 0.8,
+    temperature: float = 1.0,
     max_tokens: int = 256,
     seed: int = 0,
 ) -> dict:

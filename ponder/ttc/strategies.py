@@ -1,6 +1,6 @@
 """Test-time strategies: ways to turn more generated tokens into better answers.
 
-    outcomes = majority(engine, problems, n=16, params=SamplingParams(temperature=0.8))
+    outcomes = majority(engine, problems, n=16, params=SamplingParams(temperature=1.0))
     accuracy = sum(o.correct for o in outcomes) / len(outcomes)
     tokens = sum(o.tokens for o in outcomes)  # every sample counted, not only the chosen one
 
@@ -35,7 +35,7 @@ from ponder.ttc.answers import leader, plurality, sample_key, top_score, weighte
 Ranker = Callable[[Sequence[Problem], Sequence[Sequence[Rollout]]], list[list[float]]]
 Progress = Callable[[int], None] | None
 
-DEFAULT_PARAMS = SamplingParams(temperature=0.8, max_tokens=256)
+DEFAULT_PARAMS = SamplingParams(temperature=1.0, max_tokens=256)
 REVISION_TEMPLATE = "{prompt} Your previous answer was {answer}. Check it and answer again."
 
 
@@ -107,16 +107,12 @@ def _round_seed(params: SamplingParams, round_index: int) -> int | None:
 # one-shot strategies
 
 
-def greedy(
-    engine, problems, params: SamplingParams | None = None, progress: Progress = None
-) -> list[Outcome]:
+def greedy(engine, problems, params: SamplingParams | None = None, progress: Progress = None) -> list[Outcome]:
     groups = draw(engine, problems, _params(params, temperature=0.0, n=1), progress)
     return [outcome(p, g, 0) for p, g in zip(problems, groups, strict=True)]
 
 
-def sample(
-    engine, problems, params: SamplingParams | None = None, progress: Progress = None
-) -> list[Outcome]:
+def sample(engine, problems, params: SamplingParams | None = None, progress: Progress = None) -> list[Outcome]:
     groups = draw(engine, problems, _params(params, n=1), progress)
     return [outcome(p, g, 0) for p, g in zip(problems, groups, strict=True)]
 
@@ -140,9 +136,7 @@ def best_of_n(
     """The sample the ranker scores highest (among those with an answer)."""
     groups = draw(engine, problems, _params(params, n=n), progress)
     scores = ranker(problems, groups)
-    return [
-        outcome(p, g, top_score(keys_of(p, g), s)) for p, g, s in zip(problems, groups, scores, strict=True)
-    ]
+    return [outcome(p, g, top_score(keys_of(p, g), s)) for p, g, s in zip(problems, groups, scores, strict=True)]
 
 
 def weighted_vote(
@@ -156,9 +150,7 @@ def weighted_vote(
     """Verifier-weighted vote: answer keys ranked by the sum of their samples' scores."""
     groups = draw(engine, problems, _params(params, n=n), progress)
     scores = ranker(problems, groups)
-    return [
-        outcome(p, g, weighted(keys_of(p, g), s)) for p, g, s in zip(problems, groups, scores, strict=True)
-    ]
+    return [outcome(p, g, weighted(keys_of(p, g), s)) for p, g, s in zip(problems, groups, scores, strict=True)]
 
 
 def budget_forcing(
@@ -229,9 +221,7 @@ def auto_effort(
     r = 0
     while live:
         size = min(round_size, max_n - len(groups[live[0]]))
-        new = draw(
-            engine, [problems[i] for i in live], _params(base, n=size, seed=_round_seed(base, r)), progress
-        )
+        new = draw(engine, [problems[i] for i in live], _params(base, n=size, seed=_round_seed(base, r)), progress)
         for i, g in zip(live, new, strict=True):
             groups[i] += g
             keys[i] += keys_of(problems[i], g)

@@ -49,15 +49,13 @@ class VerifierConfig:
     tasks: str = field(default=DEFAULT_MIX, metadata={"help": "task mix of the training rollouts"})
     problems: int = field(default=240, metadata={"help": "train-split problems to sample"})
     samples: int = field(default=8, metadata={"help": "rollouts per problem"})
-    temperature: float = field(default=0.8, metadata={"help": "sampling temperature of the rollouts"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the rollouts"})
     max_tokens: int = field(default=256, metadata={"help": "tokens per rollout at most"})
     heldout: float = field(default=0.2, metadata={"help": "share of problems kept out for the AUC"})
     epochs: int = field(default=3, metadata={"help": "passes over the labelled rollouts"})
     batch_size: int = field(default=32, metadata={"help": "sequences per optimizer step"})
     lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
-    pairwise: float = field(
-        default=1.0, metadata={"help": "weight of the within-problem ranking loss (0 = BCE only)"}
-    )
+    pairwise: float = field(default=1.0, metadata={"help": "weight of the within-problem ranking loss (0 = BCE only)"})
     max_len: int = field(default=384, metadata={"help": "tokens scored per sequence (the last ones)"})
     seed: int = field(default=0, metadata={"help": "problems, sampling and shuffling"})
 
@@ -92,9 +90,7 @@ class Verifier:
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # "score.weight newly initialised" is the point here
         try:
-            model = AutoModelForSequenceClassification.from_pretrained(
-                policy_dir, num_labels=1, dtype=torch.float32
-            )
+            model = AutoModelForSequenceClassification.from_pretrained(policy_dir, num_labels=1, dtype=torch.float32)
         finally:
             hf_logging.set_verbosity(verbosity)
         model.config.pad_token_id = tokenizer.pad_token_id
@@ -106,9 +102,7 @@ class Verifier:
 
         path = Path(path)
         if not (path / META_FILE).is_file():
-            raise PonderError(
-                f"{path} is not a ponder verifier (no {META_FILE}); train one with ponder scale"
-            )
+            raise PonderError(f"{path} is not a ponder verifier (no {META_FILE}); train one with ponder scale")
         meta = json.loads((path / META_FILE).read_text())
         model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -269,9 +263,7 @@ def fit(
     return losses
 
 
-def train_verifier(
-    cfg: VerifierConfig, on_step: Callable[[dict], None] | None = None, progress=None
-) -> Verifier:
+def train_verifier(cfg: VerifierConfig, on_step: Callable[[dict], None] | None = None, progress=None) -> Verifier:
     """Sample, label, fit, measure the held-out AUC, save to `cfg.out`; return the verifier."""
     from ponder import model as models
 
@@ -281,9 +273,7 @@ def train_verifier(
     torch.manual_seed(cfg.seed)
     policy, tokenizer = models.load(cfg.policy)
     problems = TaskMix(cfg.tasks).problems("train", 0, cfg.problems, seed=cfg.seed)
-    params = SamplingParams(
-        n=cfg.samples, temperature=cfg.temperature, max_tokens=cfg.max_tokens, seed=cfg.seed
-    )
+    params = SamplingParams(n=cfg.samples, temperature=cfg.temperature, max_tokens=cfg.max_tokens, seed=cfg.seed)
     texts, labels, owner = label_rollouts(Engine(policy, tokenizer), problems, params, progress)
     del policy
     # hold out whole problems, so the AUC is measured on questions the verifier never saw
