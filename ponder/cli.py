@@ -200,7 +200,7 @@ def cmd_demo(args) -> None:
             init=str(base),
             tasks=args.tasks,
             steps=args.rl_steps,
-            eval_every=max(1, args.rl_steps // 4),
+            eval_every=max(1, args.rl_steps // 3),
             eval_per_task=args.per_task,
         )
         run_rl(cfg, resume=(out_dir / "rl" / "checkpoint").exists())
@@ -231,7 +231,7 @@ def parser() -> argparse.ArgumentParser:
         "demo", help="the pipeline in minutes: evaluate the shipped base, RL it, scale its test-time compute"
     )
     eval_flags(p)
-    p.add_argument("--rl-steps", type=int, default=60, help="RL steps of the demo's RL stage; 0 = skip it")
+    p.add_argument("--rl-steps", type=int, default=150, help="RL steps of the demo's RL stage; 0 = skip it")
     p.add_argument("--out", default="runs/demo", help="run directory of the demo's stages")
     for name, loss_on in (("pretrain", "all"), ("sft", "completion")):
         p = sub.add_parser(name, help=f"next-token training, loss on {loss_on} tokens")
