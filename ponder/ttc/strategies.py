@@ -134,9 +134,7 @@ def best_of_n(
     progress: Progress = None,
 ) -> list[Outcome]:
     """The sample the ranker scores highest (among those with an answer)."""
-    groups = draw(engine, problems, _params(params, n=n), progress)
-    scores = ranker(problems, groups)
-    return [outcome(p, g, top_score(keys_of(p, g), s)) for p, g, s in zip(problems, groups, scores, strict=True)]
+    return _ranked(engine, problems, n, ranker, params, progress, top_score)
 
 
 def weighted_vote(
@@ -148,9 +146,14 @@ def weighted_vote(
     progress: Progress = None,
 ) -> list[Outcome]:
     """Verifier-weighted vote: answer keys ranked by the sum of their samples' scores."""
+    return _ranked(engine, problems, n, ranker, params, progress, weighted)
+
+
+def _ranked(engine, problems, n, ranker, params, progress, choose) -> list[Outcome]:
+    """n samples per problem, scored by `ranker`; `choose(keys, scores)` picks the sample."""
     groups = draw(engine, problems, _params(params, n=n), progress)
     scores = ranker(problems, groups)
-    return [outcome(p, g, weighted(keys_of(p, g), s)) for p, g, s in zip(problems, groups, scores, strict=True)]
+    return [outcome(p, g, choose(keys_of(p, g), s)) for p, g, s in zip(problems, groups, scores, strict=True)]
 
 
 def budget_forcing(
