@@ -217,3 +217,28 @@ def test_report_writes_the_charts_and_a_page(trained_run, tmp_path):
     for name in ("train_scaling.png", "lengths.png", "self_correction.png"):
         assert (tmp_path / "run" / name).stat().st_size > 1000
     assert "data:image/png;base64" in page.read_text()
+
+
+def test_batch_masks_prompt_forced_and_padding_tokens_and_aligns_old_logprobs():
+    from ponder.engine import Rollout
+    from ponder.rl.batch import RolloutBatch
+
+    written = Rollout(0, prompt_ids=[5, 6, 7], token_ids=[8, 9, 10], logprobs=[-0.1, 0.0, -0.3], mask=[1, 0, 1])
+    short = Rollout(0, prompt_ids=[5], token_ids=[11], logprobs=[-0.5], mask=[1])
+    batch = RolloutBatch.build([written, short], "cpu")
+    # column j predicts input token j + 1: the first completion token of row 0 is input 3, column 2
+    assert batch.input_ids.tolist() == [[5, 6, 7, 8, 9, 10], [5, 11, 0, 0, 0, 0]]
+    assert batch.mask.tolist() == [[0, 0, 1, 0, 1], [1, 0, 0, 0, 0]]  # the forced token (mask 0) too
+    assert batch.old_logprobs[0, 2:].tolist() == pytest.approx([-0.1, 0.0, -0.3])
+    assert batch.attention_mask.tolist() == [[1] * 6, [1, 1, 0, 0, 0, 0]]
+
+
+def test_curriculum_starts_with_the_easiest_level_and_reaches_the_hardest(tmp_path):
+    from ponder.assets import base_model_path
+    from ponder.train.rl import draw_problems
+
+    cfg = RLConfig(out=str(tmp_path / "run"), init=str(base_model_path()), tasks="letters:1-3", steps=9,
+                   curriculum=True, prompts_per_step=12, eval_per_task=1)  # fmt: skip
+    run = RLRun(cfg, resume=False)
+    assert {p.difficulty for p in draw_problems(run, 0)} == {1}
+    assert {p.difficulty for p in draw_problems(run, 8)} == {1, 2, 3}
