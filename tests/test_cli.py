@@ -106,3 +106,15 @@ def test_chat_answers_questions_read_from_stdin_and_quits_on_an_empty_line():
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("ponder>") == 2  # one answer per question, then a clean exit
+
+
+def test_sft_fine_tunes_the_shipped_base_by_default(tmp_path):
+    import json
+
+    from ponder.cli import main
+
+    out = tmp_path / "sft"
+    assert main(["sft", "--out", str(out), "--steps", "3", "--batch-size", "4", "--save-every", "3"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["loss_on"] == "completion" and config["init"].endswith("assets/base")
+    assert (out / "model" / "model.safetensors").is_file()
