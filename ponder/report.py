@@ -30,15 +30,18 @@ def inline_png(path: Path) -> str:
     return f'<img alt="{html.escape(Path(path).stem)}" src="data:image/png;base64,{data}">'
 
 
-def html_table(rows: list[dict]) -> str:
+def html_table(rows: list[dict], columns: list[str] | None = None) -> str:
+    """A table of `rows` (all their keys, or just `columns`); floats shown to three decimals."""
     if not rows:
         return ""
-    columns = list(rows[0])
+    columns = columns or list(rows[0])
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(r.get(c, '')))}</td>" for c in columns) + "</tr>" for r in rows
-    )
+    body = "".join("<tr>" + "".join(_cell(r.get(c, "")) for c in columns) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _cell(value) -> str:
+    return f"<td>{value:.3f}</td>" if isinstance(value, float) else f"<td>{html.escape(str(value))}</td>"
 
 
 STYLE = (
@@ -50,11 +53,15 @@ STYLE = (
 
 def html_page(path: Path, title: str, charts: list[tuple[str, Path]], rows: list[dict] | None = None) -> Path:
     """One page: a title, each (heading, PNG) in turn, then an optional table."""
-    sections = "".join(f"<h2>{html.escape(h)}</h2>{inline_png(p)}" for h, p in charts)
+    sections = [f"<h2>{html.escape(h)}</h2>{inline_png(p)}" for h, p in charts]
+    return write_page(path, title, [*sections, html_table(rows or [])])
+
+
+def write_page(path: Path, title: str, body: list[str]) -> Path:
+    """A self-contained page: the title as heading, then the given HTML fragments in order."""
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{sections}"
-        f"{html_table(rows or [])}</body></html>"
+        f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{''.join(body)}</body></html>\n"
     )
     atomic_write_text(path, page)
     return Path(path)

@@ -9,7 +9,6 @@ curve per strategy; single-point strategies (greedy, auto effort) are drawn as m
 
 from __future__ import annotations
 
-import base64
 import html
 from pathlib import Path
 
@@ -18,16 +17,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ponder.io import atomic_write_text  # noqa: E402
+from ponder.report import html_table, inline_png, save_figure, write_page  # noqa: E402
 from ponder.ttc.metrics import accuracy_vs_tokens  # noqa: E402
-
-
-def _save(fig, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
-    return path
 
 
 def scaling_chart(points: list[dict], path: str | Path, title: str = "") -> Path:
@@ -41,7 +32,7 @@ def scaling_chart(points: list[dict], path: str | Path, title: str = "") -> Path
     ax.set_title(title or "accuracy against test-time compute")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="best")
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def histogram_chart(dist: dict, path: str | Path, top: int = 15) -> Path:
@@ -53,24 +44,7 @@ def histogram_chart(dist: dict, path: str | Path, top: int = 15) -> Path:
     ax.set_xticks(range(len(bars)), labels, rotation=45, ha="right", fontsize=8)
     ax.set_ylabel(f"samples (of {dist['samples']})")
     ax.set_title(f"{dist['prompt']}  (green = correct)", fontsize=9)
-    return _save(fig, Path(path))
-
-
-def _img(path: Path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}">'
-
-
-def _table(rows: list[dict], columns: list[str]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = ""
-    for r in rows:
-        cells = []
-        for c in columns:
-            v = r.get(c, "")
-            cells.append(f"<td>{v:.3f}</td>" if isinstance(v, float) else f"<td>{html.escape(str(v))}</td>")
-        body += "<tr>" + "".join(cells) + "</tr>"
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return save_figure(fig, Path(path))
 
 
 def write_report(
@@ -84,29 +58,25 @@ def write_report(
     """Write the charts and report.html into `out`; return the HTML path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    parts = [f"<h1>{html.escape(title)}</h1>"]
+    parts = []
     if command:
         parts.append(f"<p>command: <code>{html.escape(command)}</code></p>")
     parts.append(f"<p>{result.get('problems', 0)} held-out problems.</p>")
     if result.get("points"):
-        parts.append(_img(scaling_chart(result["points"], out / "scaling.png")))
+        parts.append(inline_png(scaling_chart(result["points"], out / "scaling.png")))
         cols = ["strategy", "level", "accuracy", "tokens_per_problem"]
-        parts.append(_table(result["points"], cols))
+        parts.append(html_table(result["points"], cols))
     if efforts:
         parts.append("<h2>reasoning_effort</h2>")
         cols = ["effort", "accuracy", "tokens_per_problem", "samples_per_problem", "wall_s"]
-        parts.append(_table(efforts, cols))
+        parts.append(html_table(efforts, cols))
     if distribution:
         parts.append("<h2>one prompt, many samples</h2>")
-        parts.append(_img(histogram_chart(distribution, out / "histogram.png")))
+        parts.append(inline_png(histogram_chart(distribution, out / "histogram.png")))
         prompt = html.escape(distribution["prompt"])
         parts.append(
             f"<p>prompt: <code>{prompt}</code>, {distribution['samples']} samples, "
             f"reference answer: <code>{html.escape(distribution['reference'])}</code></p>"
-            + _table(distribution["histogram"], ["key", "count", "correct"])
+            + html_table(distribution["histogram"], ["key", "count", "correct"])
         )
-    style = "body{font-family:sans-serif;max-width:900px;margin:2em auto}td,th{padding:2px 8px}img{max-width:100%}"
-    page = f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-    page += f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n"
-    atomic_write_text(out / "report.html", page)
-    return out / "report.html"
+    return write_page(out / "report.html", title, parts)
