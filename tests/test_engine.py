@@ -281,3 +281,27 @@ def test_unsupported_architecture_is_named(tok):
 def test_empty_prompt_is_rejected(fresh_engine):
     with pytest.raises(ValueError, match="empty prompt"):
         fresh_engine.generate([""], GREEDY)
+
+
+@pytest.mark.parametrize(
+    "model_type",
+    ["qwen2", "qwen3", "mistral"],
+)
+def test_greedy_matches_hf_generate_for_other_llama_family_architectures(tok, model_type):
+    """Qwen2 (QKV bias), Qwen3 (per-head q/k norms) and Mistral run through the same lean forward."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model(
+        model_type, vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=256,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    prompts = [render_prompt("Compute 12+7."), render_prompt("Which is larger, 9.11 or 9.9?")]
+    groups = Engine(model, tok).generate(prompts, SamplingParams(temperature=0.0, max_tokens=12))
+    for prompt, group in zip(prompts, groups, strict=True):
+        ids = torch.tensor([tok.encode(prompt, add_special_tokens=False)])
+        out = model.generate(ids, max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id)
+        expected = out[0, ids.shape[1] :].tolist()
+        assert group[0].token_ids == expected[: len(group[0].token_ids)]
