@@ -102,23 +102,23 @@ def _check_dir(path: Path) -> Path:
     config = path / "config.json"
     if not config.is_file():
         raise PonderError(f"{config} is missing: {path} is not a Hugging Face model directory")
-    try:
-        json.loads(config.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise PonderError(f"{config} is corrupt (not valid JSON: {e})")
+    _check_json(config)
     if not _weight_files(path):
         raise PonderError(f"{path} has no weights: expected model.safetensors (or pytorch_model.bin)")
     for f in path.glob("*.safetensors"):
         _check_safetensors(f)
     if not any((path / n).is_file() for n in ("tokenizer.json", "tokenizer.model", "vocab.json")):
         raise PonderError(f"{path} has no tokenizer: expected tokenizer.json")
-    tok = path / "tokenizer.json"
-    if tok.is_file():
-        try:
-            json.loads(tok.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise PonderError(f"{tok} is corrupt (not valid JSON: {e})")
+    if (path / "tokenizer.json").is_file():
+        _check_json(path / "tokenizer.json")
     return path
+
+
+def _check_json(f: Path) -> None:
+    try:
+        json.loads(f.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PonderError(f"{f} is corrupt (not valid JSON: {e})")
 
 
 def _check_safetensors(f: Path) -> None:
