@@ -69,6 +69,31 @@ def test_auto_effort_stops_early_when_samples_agree_and_spends_more_when_not():
     assert engine.calls[0] == (2, 4) and all(c == (1, 4) for c in engine.calls[1:])
 
 
+def test_auto_stop_replays_the_rule_of_auto_effort_on_drawn_samples():
+    problems = _problems(3)
+    agree = [problems[0].answer] * 16
+    split_then_agree = ["1", "2", "7", "7"] + ["7"] * 12  # 2 votes of 4 is too few; 6 of 8 is enough
+    disagree = [str(i) for i in range(16)]
+    script = [agree, split_then_agree, disagree]
+    real = auto_effort(FakeEngine(problems, script), problems, round_size=4, max_n=16, min_count=3, min_share=0.7)
+    replayed = [strategies.auto_stop(keys, round_size=4, max_n=16, min_count=3, min_share=0.7) for keys in script]
+    assert [o.samples for o in real] == replayed == [4, 8, 16]
+
+
+def test_sweep_pairs_auto_effort_with_majority_on_the_same_draw():
+    from ponder.ttc.scale import ScaleConfig, sweep
+
+    problems = _problems(2)
+    a0 = problems[0].answer
+    script = [[a0] * 16, [str(i) for i in range(16)]]  # one easy problem, one the vote cannot settle
+    cfg = ScaleConfig(max_n=16, trials=4, strategies=("majority", "auto_effort:paired"))
+    points = {(p["strategy"], p["level"]): p for p in sweep(FakeEngine(problems, script), problems, cfg)["points"]}
+    paired = next(p for (name, _), p in points.items() if name == "auto_effort:paired")
+    assert paired["level"] == (4 + 16) / 2  # mean samples: it stopped after one round on the easy one
+    assert paired["accuracy"] == points[("majority", 16)]["accuracy"] == 0.5
+    assert paired["tokens"] == (4 + 16) * 10
+
+
 def test_revision_shows_the_previous_answer():
     problems = _problems(1)
     engine = FakeEngine(problems, [["41", problems[0].answer]])

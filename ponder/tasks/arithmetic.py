@@ -9,12 +9,17 @@ Difficulty (terms, operand size, operators):
 
 Multiplication never chains (no a*b*c), so each product is one "number times multiplier". The trace does
 products first, then the sums left to right, one operation per line; a multi-digit multiplier is split
-into one partial product per digit ("386*7=2702", "386*20=7720", "2702+7720=10422").
+into one partial product per digit (386*7, 386*20, then their sum). Each line is worked the way it is
+taught at school, one digit column at a time from the ones, with the carries written out:
+
+    95-81-58  ->  95-81: 5-1=4, 9-8=1, so 14
+                  14-58=-(58-14): 8-4=4, 5-1=4, so -44
 """
 
 from __future__ import annotations
 
 import random
+from typing import NamedTuple
 
 from ponder.tasks.answers import clean_answer, parse_int
 from ponder.tasks.base import Draft, Problem, Task
@@ -34,24 +39,37 @@ def _number(rng: random.Random, lo_digits: int, hi_digits: int) -> int:
     return rng.randint(1 if digits == 1 else 10 ** (digits - 1), 10**digits - 1)
 
 
-def _mul_steps(a: int, b: int) -> tuple[list[tuple[str, int]], int]:
-    """Lines for a*b: one line if either factor has a single nonzero digit, else partial products."""
+class Step(NamedTuple):
+    """One operation of the trace: left op right = value."""
+
+    left: int
+    op: str
+    right: int
+    value: int
+
+    @property
+    def expr(self) -> str:
+        return f"{self.left}{self.op}{self.right}"
+
+
+def _mul_steps(a: int, b: int) -> tuple[list[Step], int]:
+    """Steps for a*b: one if either factor has a single nonzero digit, else partial products."""
     if len(str(a)) < len(str(b)):
         a, b = b, a  # split the shorter factor into digits
     parts = [int(d) * 10**k for k, d in enumerate(reversed(str(b))) if d != "0"]
     if len(parts) <= 1:
-        return [(f"{a}*{b}", a * b)], a * b
-    steps = [(f"{a}*{p}", a * p) for p in parts]
+        return [Step(a, "*", b, a * b)], a * b
+    steps = [Step(a, "*", p, a * p) for p in parts]
     total = a * parts[0]
     for p in parts[1:]:
-        steps.append((f"{total}+{a * p}", total + a * p))
+        steps.append(Step(total, "+", a * p, total + a * p))
         total += a * p
     return steps, total
 
 
-def _steps(terms: list[int], ops: list[str]) -> list[tuple[str, int]]:
-    """(expression, value) per line: products first, then + and - left to right."""
-    steps: list[tuple[str, int]] = []
+def _steps(terms: list[int], ops: list[str]) -> list[Step]:
+    """The operations in order: products first, then + and - left to right."""
+    steps: list[Step] = []
     values, signs = [terms[0]], []
     for op, term in zip(ops, terms[1:], strict=True):
         if op == "*":
@@ -63,9 +81,81 @@ def _steps(terms: list[int], ops: list[str]) -> list[tuple[str, int]]:
     total = values[0]
     for op, value in zip(signs, values[1:], strict=True):
         new = total + value if op == "+" else total - value
-        steps.append((f"{total}{op}{value}", new))
+        steps.append(Step(total, op, value, new))
         total = new
     return steps
+
+
+# --- the written method: one digit column at a time, ones first ---------------------------------------
+# A small model cannot add two numbers in one step, but it can add two digits and a carry. So a line
+# works column by column from the ones ("7+6=13, 2+5+1=8") and then states the result ("so 83"); a
+# signed case is first turned into an unsigned one ("42-97=-(97-42): ...").
+
+
+def _digits(n: int) -> list[int]:
+    """Digits of n >= 0, ones first."""
+    return [int(c) for c in reversed(str(n))]
+
+
+def _add_columns(x: int, y: int) -> list[str]:
+    """x + y for x, y >= 0: "7+6=13", then "2+5+1=8" (the +1 is the carry)."""
+    a, b = _digits(x), _digits(y)
+    cols, carry = [], 0
+    for i in range(max(len(a), len(b))):
+        da, db = (a[i] if i < len(a) else 0), (b[i] if i < len(b) else 0)
+        total = da + db + carry
+        cols.append(f"{da}+{db}{'+1' if carry else ''}={total}")
+        carry = total // 10
+    return cols
+
+
+def _sub_columns(x: int, y: int) -> list[str]:
+    """x - y for x >= y >= 0: "13-6=7" borrows a ten, and the next column pays it back ("8-6-1=1")."""
+    a, b = _digits(x), _digits(y)
+    cols, borrow = [], 0
+    for i, da in enumerate(a):
+        db = b[i] if i < len(b) else 0
+        expr = f"{da}-{db}{'-1' if borrow else ''}"
+        digit = da - db - borrow
+        borrow = int(digit < 0)
+        cols.append(f"{'1' if borrow else ''}{expr}={digit + 10 * borrow}")
+    return cols
+
+
+def _mul_columns(x: int, y: int) -> list[str]:
+    """x * y for x >= 0 and y one nonzero digit times a power of ten: "7*8=56", "3*8+5=29"; the zeros of
+    y are appended to the result."""
+    d = int(str(y)[0])
+    cols, carry = [], 0
+    for dx in _digits(x):
+        total = dx * d + carry
+        cols.append(f"{dx}*{d}{f'+{carry}' if carry else ''}={total}")
+        carry = total // 10
+    return cols
+
+
+def _unsigned(step: Step) -> tuple[str, list[str]]:
+    """The line's header and columns: a signed + or - becomes an unsigned one, with the sign outside."""
+    left, op, right = step.left, step.op, step.right
+    if op == "*":
+        return step.expr, _mul_columns(left, right)
+    if left >= 0 and op == "+":
+        return step.expr, _add_columns(left, right)
+    if left >= 0:  # left - right
+        if left >= right:
+            return step.expr, _sub_columns(left, right)
+        return f"{step.expr}=-({right}-{left})", _sub_columns(right, left)
+    size = -left
+    if op == "-":  # -size - right
+        return f"{step.expr}=-({size}+{right})", _add_columns(size, right)
+    if right >= size:  # -size + right
+        return f"{step.expr}={right}-{size}", _sub_columns(right, size)
+    return f"{step.expr}=-({size}-{right})", _sub_columns(size, right)
+
+
+def _line(step: Step, value: int | None = None) -> str:
+    header, cols = _unsigned(step)
+    return f"{header}: {', '.join(cols)}, so {step.value if value is None else value}"
 
 
 def _parse(prompt: str) -> tuple[list[int], list[str]]:
@@ -112,7 +202,7 @@ class ArithmeticTask(Task):
         # a multiplier of 1 teaches nothing
         terms = [max(t, 2) if op == "*" else t for op, t in zip([""] + ops, terms, strict=True)]
         expr = str(terms[0]) + "".join(f"{op}{t}" for op, t in zip(ops, terms[1:], strict=True))
-        answer = _steps(terms, ops)[-1][1]
+        answer = _steps(terms, ops)[-1].value
         return Draft(prompt=f"Compute {expr}.", answer=str(answer), meta={"expression": expr})
 
     def check(self, problem: Problem, answer: str) -> bool:
@@ -121,10 +211,10 @@ class ArithmeticTask(Task):
 
     def trace(self, problem: Problem, rng: random.Random, mistake: bool = False) -> str:
         steps = _steps(*_parse(problem.prompt))
-        lines = [f"{expr}={value}" for expr, value in steps]
+        lines = [_line(step) for step in steps]
         if mistake:
             i = rng.randrange(len(steps))
-            expr, value = steps[i]
-            wrong = _wrong(value, rng)
-            lines[i : i + 1] = [f"{expr}={wrong}", f"wait, {expr} is not {wrong}, let me recheck", lines[i]]
+            wrong = _wrong(steps[i].value, rng)
+            recheck = f"wait, {steps[i].expr} is not {wrong}, let me recheck"
+            lines[i : i + 1] = [_line(steps[i], wrong), recheck, lines[i]]
         return "\n".join(lines)

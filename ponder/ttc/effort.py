@@ -41,7 +41,7 @@ class Effort:
 
 EFFORT_PRESETS: dict[str, Effort] = {
     "low": Effort("low", "budget_forcing", 1, 1, 96, 0.0, "greedy, answers at once (thinking capped at 1 token)"),
-    "medium": Effort("medium", "majority", 8, None, 256, 1.0, "majority vote over 8 samples"),
+    "medium": Effort("medium", "greedy", 1, None, 256, 0.0, "greedy, thinks as long as it wants, once"),
     "high": Effort("high", "majority", 16, None, 256, 1.0, "majority vote over 16 samples"),
     "auto": Effort("auto", "auto_effort", 16, None, 256, 1.0, "rounds of 4 samples, stop when the vote is confident"),
 }

@@ -13,11 +13,15 @@ How it runs, on held-out problems only:
   3) budget forcing (greedy), capped at thinking budgets 1, 4, 16, ... (`budgets`) and extended with
      "Wait" to at least 8, 16, 32, ... thinking tokens (`extend`), and sequential revision at 2, 3
      rounds, each a real run;
-  4) auto effort, a real run of rounds (it decides per problem how many samples to draw).
+  4) auto effort, a real run of rounds (it decides per problem how many samples to draw), and the
+     same stopping rule replayed on random orders of the step-2 draw (`auto_effort:paired`): the
+     samples it is compared with maj@max_n on are then the same ones, so the difference between the
+     two is measured without the noise of two independent draws.
 """
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -29,7 +33,14 @@ from ponder.ttc import strategies
 from ponder.ttc.answers import plurality, top_score, weighted
 from ponder.ttc.metrics import mean_pass_at_k, subsets
 
-SAMPLED = ("sample", "majority", "best_of_n:oracle", "best_of_n:verifier", "weighted_vote:verifier")
+SAMPLED = (
+    "sample",
+    "majority",
+    "best_of_n:oracle",
+    "best_of_n:verifier",
+    "weighted_vote:verifier",
+    "auto_effort:paired",
+)
 STRATEGY_NAMES = ("greedy", *SAMPLED, "budget_forcing", "budget_forcing:extend", "revision", "auto_effort")
 
 
@@ -198,7 +209,25 @@ def _sampled_points(cfg, wanted, keys, correct, tokens, scores) -> list[dict]:
                     sc = [scores[i][j] for j in s] if scores is not None else None
                     total += correct[i][s[rule(k, sc)]] / len(picks)
             points.append(point(name, n, total / count, budget, count))
+    if "auto_effort:paired" in wanted:
+        points.append(_auto_replayed(cfg, keys, correct, tokens))
     return points
+
+
+def _auto_replayed(cfg, keys, correct, tokens) -> dict:
+    """Auto effort's stopping rule on `cfg.trials` random orders of each problem's draw."""
+    acc = spent = samples = 0.0
+    for i in range(len(keys)):
+        rng = random.Random(cfg.seed + i)
+        orders = [rng.sample(range(len(keys[i])), len(keys[i])) for _ in range(cfg.trials)]
+        for order in orders:
+            ordered = [keys[i][j] for j in order]
+            used = strategies.auto_stop(ordered, max_n=cfg.max_n)
+            acc += correct[i][order[plurality(ordered[:used])]] / len(orders)
+            spent += sum(tokens[i][j] for j in order[:used]) / len(orders)
+            samples += used / len(orders)
+    count = max(1, len(keys))
+    return point("auto_effort:paired", round(samples / count, 2), acc / count, spent, count)
 
 
 # ---------------------------------------------------------------------------------------------------

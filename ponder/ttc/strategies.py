@@ -238,6 +238,19 @@ def _confident(keys: list[str], min_count: int, min_share: float) -> bool:
     return count >= min_count and share >= min_share
 
 
+def auto_stop(
+    keys: Sequence[str], round_size: int = 4, max_n: int = 16, min_count: int = 3, min_share: float = 0.7
+) -> int:
+    """How many of `keys` (samples in the order drawn) auto effort would use before stopping: the
+    same rule as `auto_effort`, replayed on samples already drawn. Samples are i.i.d., so replaying a
+    random order of an n-sample draw is an exact simulation of drawing in rounds; `ponder scale` uses
+    it to compare auto effort with maj@n on the same samples (a paired comparison)."""
+    used = min(round_size, max_n, len(keys))
+    while used < min(max_n, len(keys)) and not _confident(list(keys[:used]), min_count, min_share):
+        used = min(used + round_size, max_n, len(keys))
+    return used
+
+
 # ---------------------------------------------------------------------------------------------------
 # by name (the effort presets, the CLI and the server pick strategies this way)
 
