@@ -2,7 +2,7 @@
 
     pip install -e '.[bench]'          # trl, peft, accelerate, datasets
     OMP_NUM_THREADS=1 python bench/rl_vs_trl.py [--steps 20] [--prompts-per-step 16] [--group-size 8]
-        [--max-tokens 128] [--lr 1e-3] [--tasks MIX] [--eval-per-task 20] [--threads N]
+        [--max-tokens 256] [--lr 1e-3] [--tasks MIX] [--eval-per-task 20] [--threads N]
 
 What it measures. Both trainers start from the same model directory and run `--steps` GRPO steps;
 each step samples `--group-size` completions for each of `--prompts-per-step` train problems and

@@ -1,7 +1,7 @@
 """`ponder <command>`: thin wrappers over the library that render progress and tables.
 
 ponder demo                       the shipped base: evaluate it, RL it, trade compute for accuracy
-ponder pretrain --recipe base     reproduce the shipped base model from scratch (two stages)
+ponder pretrain --recipe base     reproduce the shipped base model from scratch
 ponder sft --init DIR             supervised fine-tuning (loss on the answer only)
 ponder eval --model DIR           held-out accuracy per task
 ponder chat --model DIR           talk to a model in the terminal
@@ -42,12 +42,14 @@ def progress_bar() -> Progress:
 
 
 def cmd_train(args, loss_on: str) -> None:
+    from ponder.recipes import RECIPES
     from ponder.train.lm import LMConfig
 
     base = {"loss_on": loss_on, "out": f"runs/{'pretrain' if loss_on == 'all' else 'sft'}"}
     if getattr(args, "recipe", None):
-        run_recipe(args, base)
-        return
+        if args.recipe not in RECIPES:
+            raise PonderError(f"unknown --recipe {args.recipe!r}; known: {sorted(RECIPES)}")
+        base.update(RECIPES[args.recipe])
     cfg = build_config(LMConfig, args, base)
     if loss_on == "completion" and not cfg.init:
         from ponder.assets import base_model_path
@@ -55,33 +57,6 @@ def cmd_train(args, loss_on: str) -> None:
         cfg.init = str(base_model_path())
     out = train_with_progress(cfg, args.resume, "pretrain" if loss_on == "all" else "sft")
     console.print(f"model saved to [bold]{out}[/]; metrics in {Path(cfg.out) / 'metrics.jsonl'}")
-
-
-def run_recipe(args, base: dict) -> None:
-    """Every stage of a recipe in <out>/<stage>, each starting from the model of the one before.
-    Explicit flags override every stage; with --resume a stage whose model is saved is skipped."""
-    from ponder.recipes import RECIPES
-    from ponder.train.lm import LMConfig
-
-    if args.recipe not in RECIPES:
-        raise PonderError(f"unknown --recipe {args.recipe!r}; known: {sorted(RECIPES)}")
-    root = Path(args.out or base["out"])
-    previous: Path | None = None
-    for stage in RECIPES[args.recipe]:
-        fields = {k: v for k, v in stage.items() if k != "stage"}
-        values = {**base, **fields, "out": str(root / stage["stage"])}
-        if previous is not None:
-            values["init"] = str(previous)
-        cfg = build_config(LMConfig, args, values)
-        cfg.out = values["out"]  # --out names the recipe's directory, not one stage's
-        done = Path(cfg.out) / "model" / "config.json"
-        if args.resume and done.is_file():
-            console.print(f"stage {stage['stage']}: done already ({done.parent})")
-        else:
-            resume = args.resume and (Path(cfg.out) / "checkpoint").is_dir()
-            train_with_progress(cfg, resume, f"{args.recipe}: {stage['stage']}")
-        previous = Path(cfg.out) / "model"
-    console.print(f"recipe {args.recipe!r} done: the model is [bold]{previous}[/]")
 
 
 def train_with_progress(cfg, resume: bool, label: str) -> Path:

@@ -41,13 +41,13 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("contamination", help="n-gram overlap of eval prompts with the training corpora")
     p.add_argument("--tasks", default=DEFAULT_MIX, help="task mix of the eval set (default: %(default)s)")
     p.add_argument(
-        "--corpus-tasks", default=CORPUS_MIX, help="task mix read with --train-examples (default: %(default)s)"
+        "--corpus-tasks", default=CORPUS_MIX, help="task mix of the pretraining corpus (default: %(default)s)"
     )
     p.add_argument("--per-task", type=int, default=200, help="eval prompts per task and difficulty")
     p.add_argument(
         "--train-examples",
         type=int,
-        help="check against the first N examples of --corpus-tasks instead of the base recipe's stages",
+        help="corpus examples the model trained on (steps x batch; default: the base recipe's, 6000 x 32)",
     )
     p.add_argument("--corpus", action="append", default=[], help="extra training JSONL (repeatable)")
     p.add_argument("--n", type=int, default=8, help="n-gram size in words (shorter prompts: whole prompt)")
@@ -209,7 +209,7 @@ def _histogram_problem(problems, result):
 def cmd_contamination(args) -> None:
     from ponder import contamination as c
     from ponder.io import atomic_write_json
-    from ponder.recipes import recipe_corpora
+    from ponder.recipes import recipe_examples
     from ponder.tasks.mix import TaskMix
 
     eval_prompts: dict[str, list[str]] = {}
@@ -217,11 +217,8 @@ def cmd_contamination(args) -> None:
         eval_prompts.setdefault(p.task, []).append(p.prompt)
 
     def training():
-        if args.train_examples is None:  # what the shipped base saw, stage by stage
-            for tasks, count, seed in recipe_corpora("base"):
-                yield from c.mix_training_prompts(tasks, count, seed)
-        else:
-            yield from c.mix_training_prompts(args.corpus_tasks, args.train_examples)
+        count = recipe_examples("base") if args.train_examples is None else args.train_examples
+        yield from c.mix_training_prompts(args.corpus_tasks, count)
         for path in args.corpus:
             yield from c.jsonl_texts(path)
 

@@ -15,7 +15,7 @@ SPEC.loader.exec_module(bench)
 def test_defaults_follow_ponder_rl_config():
     args = bench.parse_args([])
     assert (args.steps, args.prompts_per_step, args.group_size, args.eval_per_task) == (20, 16, 8, 20)
-    assert args.max_tokens == bench.PONDER_DEFAULTS["max_tokens"] == 128
+    assert args.max_tokens == bench.PONDER_DEFAULTS["max_tokens"] == 256
     assert args.lr == bench.PONDER_DEFAULTS["lr"]
     assert args.trl_loss_type == "grpo" and args.trl_gradient_checkpointing is None
 

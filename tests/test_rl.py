@@ -118,7 +118,7 @@ def test_rl_raises_reward_on_the_problems_it_trains_on(tmp_path):
     cfg = RLConfig(
         out=str(tmp_path / "run"),
         init=str(base_model_path()),
-        tasks="sudoku:2,countdown:2",
+        tasks="arithmetic:2,countdown:2",
         prompts_per_step=8,
         group_size=8,
         max_tokens=96,

@@ -121,7 +121,7 @@ def test_budget_forcing_caps_thinking_with_a_real_model(model, tok):
         assert "</think>" in r.text  # forced closed even though a random model never closes it
         closed_at = r.token_ids.index(engine.close_id)
         assert r.mask[closed_at] == 0
-    # min_thinking_tokens: a model told to stop at once is made to go on ("Wait")
+    # min_thinking_tokens: a model told to stop at once is made to go on ("wait,")
     longer = budget_forcing(engine, problems, None, 8, params=dataclasses.replace(params, max_tokens=16))
     assert all(o.rollout.thinking_tokens >= 8 or o.rollout.finish_reason == "length" for o in longer)
 

@@ -15,6 +15,6 @@ def base_model_path() -> Path:
     if not (path / "config.json").is_file():
         raise PonderError(
             f"the shipped base model is missing from {path}; reinstall ponder, or rebuild it with "
-            f"`ponder pretrain --recipe base --out runs/base` and copy runs/base/always-think/model there"
+            f"`ponder pretrain --recipe base --out runs/base` and copy runs/base/model there"
         )
     return path

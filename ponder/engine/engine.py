@@ -8,7 +8,7 @@ How one call runs:
   1) prefill: the distinct prompts, left-padded into one batch, run once;
   2) fan-out: each prompt's KV cache is copied to its n samples (the group shares one prefill);
   3) decode: one token per live sequence per step. A token is either sampled (mask 1) or *forced*
-     (mask 0: written for the model, e.g. budget forcing's "</think>" or "Wait", later tool output),
+     (mask 0: written for the model, e.g. budget forcing's "</think>" or "wait,", later tool output),
      so the RL loss mask comes for free;
   4) finished sequences (end token, stop string, max_tokens) are compacted out of the batch, so the
      long tail of a group does not pay for the rows that already stopped.
@@ -30,7 +30,8 @@ from ponder.engine.runner import KVCache, LlamaRunner
 from ponder.engine.sampling import SamplingParams, choose_tokens
 from ponder.format import THINK_CLOSE, ParsedCompletion, parse_completion
 
-WAIT_TEXT = "\nWait,"  # what budget forcing writes when the model stops thinking too early
+WAIT_TEXT = "\nwait,"  # budget forcing writes this when the model stops thinking too early: the
+# words ponder's corpus uses to reopen a step it doubts ("wait, 27+56 is not 84, let me recheck")
 
 
 @dataclass

@@ -21,7 +21,7 @@ class SamplingParams:
     stop: list[str] = field(default_factory=list)  # stop strings (not included in the text)
     seed: int | None = None  # None = a fresh random seed
     # Budget forcing (s1): cap the thinking at `max_thinking_tokens` by writing "</think>" for the
-    # model; if it tries to close its thinking before `min_thinking_tokens`, write "Wait" instead.
+    # model; if it tries to close its thinking before `min_thinking_tokens`, write "wait," instead.
     max_thinking_tokens: int | None = None
     min_thinking_tokens: int = 0
 

@@ -72,7 +72,7 @@ class RLConfig:
     steps: int = field(default=400, metadata={"help": "RL steps (one batch of problems each)"})
     prompts_per_step: int = field(default=32, metadata={"help": "problems per step"})
     group_size: int = field(default=8, metadata={"help": "completions sampled per problem (G)"})
-    max_tokens: int = field(default=128, metadata={"help": "tokens per completion at most"})
+    max_tokens: int = field(default=256, metadata={"help": "tokens per completion at most (evals too)"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the rollouts"})
     lr: float = field(default=3e-4, metadata={"help": "AdamW peak learning rate (after warm-up)"})
     warmup: int = field(default=5, metadata={"help": "linear LR warm-up steps"})

@@ -6,6 +6,12 @@
 The library, `ponder scale --effort` and the server all read `EFFORT_PRESETS`; the table in
 docs/test-time-compute.md is `effort_table()` pasted verbatim (a test keeps them equal).
 
+low / medium / high are thinking budgets, as reasoning_effort is for OpenAI's reasoning models: the
+shipped model's thinking is what solves its problems (its greedy answer with thinking cut at one token
+is far worse than with thinking left alone), while voting over samples does not beat its greedy
+answer (docs/test-time-compute.md has both measured). auto is the other axis: samples drawn in rounds
+until their vote is confident.
+
 OpenAI's clients also send none / minimal / xhigh / max. ponder maps them to the nearest preset
 (`ALIASES`): none and minimal -> low (ponder models always think, so "none" cannot mean no thinking;
 low is the least thinking on offer), xhigh and max -> high (the largest preset).
@@ -41,8 +47,8 @@ class Effort:
 
 EFFORT_PRESETS: dict[str, Effort] = {
     "low": Effort("low", "budget_forcing", 1, 1, 96, 0.0, "greedy, answers at once (thinking capped at 1 token)"),
-    "medium": Effort("medium", "greedy", 1, None, 256, 0.0, "greedy, thinks as long as it wants, once"),
-    "high": Effort("high", "majority", 16, None, 256, 1.0, "majority vote over 16 samples"),
+    "medium": Effort("medium", "budget_forcing", 1, 64, 160, 0.0, "greedy, thinking capped at 64 tokens"),
+    "high": Effort("high", "greedy", 1, None, 256, 0.0, "greedy, thinks as long as it wants"),
     "auto": Effort("auto", "auto_effort", 16, None, 256, 1.0, "rounds of 4 samples, stop when the vote is confident"),
 }
 ALIASES = {"none": "low", "minimal": "low", "xhigh": "high", "max": "high"}

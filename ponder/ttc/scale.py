@@ -11,7 +11,7 @@ How it runs, on held-out problems only:
      sample, majority (maj@n), best_of_n with the oracle (= pass@n, exact) and with the learned
      verifier, verifier-weighted vote. Tokens are n times the mean tokens of a sample;
   3) budget forcing (greedy), capped at thinking budgets 1, 4, 16, ... (`budgets`) and extended with
-     "Wait" to at least 8, 16, 32, ... thinking tokens (`extend`), and sequential revision at 2, 3
+     "wait," to at least 8, 16, 32, ... thinking tokens (`extend`), and sequential revision at 2, 3
      rounds, each a real run;
   4) auto effort, a real run of rounds (it decides per problem how many samples to draw), and the
      same stopping rule replayed on random orders of the step-2 draw (`auto_effort:paired`): the
@@ -51,7 +51,7 @@ class ScaleConfig:
     max_tokens: int = field(default=256, metadata={"help": "tokens per sample at most"})
     budgets: tuple[int, ...] = field(default=(1, 4, 16, 64, 128), metadata={"help": "thinking caps"})
     extend: tuple[int, ...] = field(
-        default=(8, 16, 32, 64), metadata={"help": 'least thinking tokens ("Wait" below them)'}
+        default=(8, 16, 32, 64), metadata={"help": 'least thinking tokens ("wait," below them)'}
     )
     revision_rounds: tuple[int, ...] = field(default=(2, 3), metadata={"help": "revision attempts"})
     trials: int = field(default=16, metadata={"help": "random subsets averaged per sampled level"})

@@ -14,7 +14,7 @@ verifier scores the chosen answer *after* choosing; it is never used to choose, 
     majority        n samples, plurality of answer keys (self-consistency; maj@n)
     best_of_n       n samples, the one a ranker scores highest (oracle or learned verifier)
     weighted_vote   n samples, answer keys weighted by the ranker's summed scores
-    budget_forcing  s1: cap the thinking at a token budget (close </think>), or extend it with "Wait"
+    budget_forcing  s1: cap the thinking at a token budget (close </think>), or extend it with "wait,"
     revision        sequential: the model sees its previous answer and tries again
     auto_effort     rounds of k samples; a problem stops once its leading answer is confident
 """
@@ -165,7 +165,7 @@ def budget_forcing(
     progress: Progress = None,
 ) -> list[Outcome]:
     """s1 budget forcing, greedy by default: the engine writes "</think>" once the thinking reaches
-    `max_thinking_tokens`, and "Wait" when the model tries to close it before `min_thinking_tokens`.
+    `max_thinking_tokens`, and "wait," when the model tries to close it before `min_thinking_tokens`.
     Forced tokens are counted in `tokens` (they occupy the context like any other)."""
     base = params or dataclasses.replace(DEFAULT_PARAMS, temperature=0.0)
     p = _params(base, n=1, max_thinking_tokens=max_thinking_tokens, min_thinking_tokens=min_thinking_tokens)
