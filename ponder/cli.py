@@ -237,7 +237,7 @@ def parser() -> argparse.ArgumentParser:
         "demo", help="the pipeline in minutes: evaluate the shipped base, RL it, scale its test-time compute"
     )
     eval_flags(p)
-    p.add_argument("--rl-steps", type=int, default=150, help="RL steps of the demo's RL stage; 0 = skip it")
+    p.add_argument("--rl-steps", type=int, default=60, help="RL steps of the demo's RL stage; 0 = skip it")
     p.add_argument("--out", default="runs/demo", help="run directory of the demo's stages")
     for name, loss_on in (("pretrain", "all"), ("sft", "completion")):
         p = sub.add_parser(name, help=f"next-token training, loss on {loss_on} tokens")

@@ -177,8 +177,16 @@ def run_sweep(engine, problems, cfg, out, command: str, model_dir, verifier=None
 
 # the demo's test-time stage: about 20 s on 2 CPU cores for the RL model (200 problems)
 DEMO_PER_TASK = 20
-DEMO_STRATEGIES = ("greedy", "sample", "majority", "best_of_n:oracle", "budget_forcing", "auto_effort")
-DEMO_BUDGETS = (1, 4, 16, 64)
+DEMO_STRATEGIES = (
+    "greedy",
+    "sample",
+    "majority",
+    "best_of_n:oracle",
+    "budget_forcing",
+    "auto_effort",
+    "auto_effort:paired",
+)
+DEMO_BUDGETS = (1, 16, 32, 64, 128)
 
 
 def demo_scale(model_dir, tasks: str, out, per_task: int = DEMO_PER_TASK) -> dict:

@@ -69,7 +69,7 @@ class RLConfig:
     init: str | None = field(default=None, metadata={"help": "policy to start from (default: shipped base)"})
     tasks: str = field(default=DEFAULT_MIX, metadata={"help": "task mix of the training problems"})
     algorithm: str = field(default="grpo", metadata={"help": f"one of {sorted(ALGORITHMS)}"})
-    steps: int = field(default=400, metadata={"help": "RL steps (one batch of problems each)"})
+    steps: int = field(default=200, metadata={"help": "RL steps (one batch of problems each)"})
     prompts_per_step: int = field(default=32, metadata={"help": "problems per step"})
     group_size: int = field(default=8, metadata={"help": "completions sampled per problem (G)"})
     max_tokens: int = field(default=256, metadata={"help": "tokens per completion at most (evals too)"})

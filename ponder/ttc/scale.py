@@ -10,7 +10,7 @@ How it runs, on held-out problems only:
      unbiased estimate of drawing n fresh samples and costs one draw instead of log2(max_n) of them:
      sample, majority (maj@n), best_of_n with the oracle (= pass@n, exact) and with the learned
      verifier, verifier-weighted vote. Tokens are n times the mean tokens of a sample;
-  3) budget forcing (greedy), capped at thinking budgets 1, 4, 16, ... (`budgets`) and extended with
+  3) budget forcing (greedy), capped at thinking budgets 1, 8, 16, 32, ... (`budgets`) and extended with
      "wait," to at least 8, 16, 32, ... thinking tokens (`extend`), and sequential revision at 2, 3
      rounds, each a real run;
   4) auto effort, a real run of rounds (it decides per problem how many samples to draw), and the
@@ -49,7 +49,7 @@ class ScaleConfig:
     max_n: int = field(default=16, metadata={"help": "largest number of samples (levels 1, 2, 4, ...)"})
     temperature: float = field(default=1.0, metadata={"help": "temperature of the sampled strategies"})
     max_tokens: int = field(default=256, metadata={"help": "tokens per sample at most"})
-    budgets: tuple[int, ...] = field(default=(1, 4, 16, 64, 128), metadata={"help": "thinking caps"})
+    budgets: tuple[int, ...] = field(default=(1, 8, 16, 32, 64, 128, 256), metadata={"help": "thinking caps"})
     extend: tuple[int, ...] = field(
         default=(8, 16, 32, 64), metadata={"help": 'least thinking tokens ("wait," below them)'}
     )
