@@ -125,22 +125,25 @@ def before_after_table(before: dict, after: dict) -> Table:
 
 
 def eval_table(title: str, reports: dict) -> Table:
-    """One column per model (e.g. before / after RL), one row per task."""
+    """Columns per model (e.g. before / after RL): accuracy, tokens per answer, and the share of answers
+    that worked it out (non-empty thinking); one row per task."""
     table = Table(title=title)
     table.add_column("task")
     for name in reports:
         table.add_column(f"{name} acc", justify="right")
         table.add_column(f"{name} tok/ans", justify="right")
+        table.add_column(f"{name} thinks", justify="right")
     tasks = sorted({t for r in reports.values() for t in r.by_task})
     for task in tasks:
         cells = []
         for r in reports.values():
             s = r.by_task.get(task)
-            cells += [f"{s.accuracy:.1%}", f"{s.tokens_per_answer:.0f}"] if s else ["-", "-"]
+            cells += [f"{s.accuracy:.1%}", f"{s.tokens_per_answer:.0f}", f"{s.thinking_share:.0%}"] if s else ["-"] * 3
         table.add_row(task, *cells)
     overall = []
     for r in reports.values():
-        overall += [f"[bold]{r.overall:.1%}", f"{r.tokens / max(1, r.problems):.0f}"]
+        thinks = sum(t.thought for t in r.by_task.values()) / max(1, r.problems)
+        overall += [f"[bold]{r.overall:.1%}", f"{r.tokens / max(1, r.problems):.0f}", f"{thinks:.0%}"]
     table.add_row("[bold]overall", *overall)
     return table
 

@@ -1,4 +1,4 @@
-"""Held-out evaluation: accuracy per task, tokens per answer, wall time.
+"""Held-out evaluation: accuracy per task, tokens per answer, how often the model thinks, wall time.
 
     report = evaluate(engine, mix.eval_set(per_cell=20), SamplingParams(temperature=0))
     report.overall, report.by_task["countdown"].accuracy, report.to_json()
@@ -29,6 +29,7 @@ class TaskScore:
     problems: int = 0
     correct: float = 0.0
     tokens: int = 0
+    thought: float = 0.0  # answers with non-empty thinking (a model trained on both modes may skip it)
 
     @property
     def accuracy(self) -> float:
@@ -37,6 +38,10 @@ class TaskScore:
     @property
     def tokens_per_answer(self) -> float:
         return self.tokens / self.problems if self.problems else 0.0
+
+    @property
+    def thinking_share(self) -> float:
+        return self.thought / self.problems if self.problems else 0.0
 
 
 @dataclass
@@ -66,7 +71,12 @@ class EvalReport:
             "tokens": self.tokens,
             "wall_s": round(self.wall_s, 3),
             "by_task": {
-                name: {**asdict(t), "accuracy": t.accuracy, "tokens_per_answer": t.tokens_per_answer}
+                name: {
+                    **asdict(t),
+                    "accuracy": t.accuracy,
+                    "tokens_per_answer": t.tokens_per_answer,
+                    "thinking_share": t.thinking_share,
+                }
                 for name, t in self.by_task.items()
             },
         }
@@ -97,6 +107,7 @@ def evaluate(
         t = by_task[problem.task]
         t.task, t.problems, t.correct = problem.task, t.problems + 1, t.correct + score
         t.tokens += sum(r.num_tokens for r in group) // len(group)
+        t.thought += sum(bool(r.parsed.thinking) for r in group) / len(group)
         samples.append(
             {
                 "task": problem.task,
@@ -105,6 +116,7 @@ def evaluate(
                 "answer": problem.answer,
                 "completion": group[0].text,
                 "score": score,
+                "thought": bool(group[0].parsed.thinking),
             }
         )
     return EvalReport(dict(sorted(by_task.items())), time.perf_counter() - started, samples)
