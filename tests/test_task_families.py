@@ -124,6 +124,30 @@ def test_arithmetic(difficulty: int) -> None:
         assert not task.check(p, f"{p.answer}.5") and not task.check(p, f"{p.answer}{p.answer}")
 
 
+def _read_columns(cols: list[str]) -> int:
+    """The number a line's columns spell: each column's last digit, ones first; the last column whole."""
+    values = [int(c.rsplit("=", 1)[1]) for c in cols]
+    return sum(v % 10 * 10**k for k, v in enumerate(values[:-1])) + values[-1] * 10 ** (len(values) - 1)
+
+
+@given(st.integers(-999, 999), st.sampled_from("+-"), st.integers(0, 999))
+def test_arithmetic_columns_add_up_for_any_signs(left: int, op: str, right: int) -> None:
+    from ponder.tasks.arithmetic import Step, _line, _unsigned
+
+    value = left + right if op == "+" else left - right
+    header, cols = _unsigned(Step(left, op, right, value))
+    assert _read_columns(cols) == abs(value)
+    assert header.startswith(f"{left}{op}{right}")
+    assert _line(Step(left, op, right, value)).endswith(f"so {value}")
+
+
+@given(st.integers(1, 99999), st.integers(1, 9), st.integers(0, 2))
+def test_arithmetic_product_columns_then_the_zeros(x: int, digit: int, zeros: int) -> None:
+    from ponder.tasks.arithmetic import _mul_columns
+
+    assert _read_columns(_mul_columns(x, digit * 10**zeros)) * 10**zeros == x * digit * 10**zeros
+
+
 def test_arithmetic_levels() -> None:
     task = ArithmeticTask()
     for p in _problems(task, 1, 30):
