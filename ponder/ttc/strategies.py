@@ -228,14 +228,15 @@ def auto_effort(
         for i, g in zip(live, new, strict=True):
             groups[i] += g
             keys[i] += keys_of(problems[i], g)
-        live = [i for i in live if len(groups[i]) < max_n and not _confident(keys[i], min_count, min_share)]
+        live = [i for i in live if not _stops(keys[i], max_n, min_count, min_share)]
         r += 1
     return [outcome(p, g, plurality(k)) for p, g, k in zip(problems, groups, keys, strict=True)]
 
 
-def _confident(keys: list[str], min_count: int, min_share: float) -> bool:
+def _stops(keys: list[str], max_n: int, min_count: int, min_share: float) -> bool:
+    """Auto effort's stopping rule: `max_n` samples drawn, or the leading answer is confident."""
     _, count, share = leader(keys)
-    return count >= min_count and share >= min_share
+    return len(keys) >= max_n or (count >= min_count and share >= min_share)
 
 
 def auto_stop(
@@ -246,7 +247,7 @@ def auto_stop(
     random order of an n-sample draw is an exact simulation of drawing in rounds; `ponder scale` uses
     it to compare auto effort with maj@n on the same samples (a paired comparison)."""
     used = min(round_size, max_n, len(keys))
-    while used < min(max_n, len(keys)) and not _confident(list(keys[:used]), min_count, min_share):
+    while used < len(keys) and not _stops(list(keys[:used]), max_n, min_count, min_share):
         used = min(used + round_size, max_n, len(keys))
     return used
 
