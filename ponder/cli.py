@@ -43,7 +43,7 @@ def progress_bar() -> Progress:
 
 def cmd_train(args, loss_on: str) -> None:
     from ponder.recipes import RECIPES
-    from ponder.train.lm import LMConfig
+    from ponder.train.lm import LMConfig, train_lm
 
     base = {"loss_on": loss_on, "out": f"runs/{'pretrain' if loss_on == 'all' else 'sft'}"}
     if getattr(args, "recipe", None):
@@ -55,21 +55,15 @@ def cmd_train(args, loss_on: str) -> None:
         from ponder.assets import base_model_path
 
         cfg.init = str(base_model_path())
-    out = train_with_progress(cfg, args.resume, "pretrain" if loss_on == "all" else "sft")
-    console.print(f"model saved to [bold]{out}[/]; metrics in {Path(cfg.out) / 'metrics.jsonl'}")
-
-
-def train_with_progress(cfg, resume: bool, label: str) -> Path:
-    from ponder.train.lm import train_lm
-
     with progress_bar() as bar:
-        job = bar.add_task(label, total=cfg.steps, info="")
+        job = bar.add_task("pretrain" if loss_on == "all" else "sft", total=cfg.steps, info="")
 
         def on_step(m: dict) -> None:
             info = f"loss {m['loss']:.3f}  {m['tokens_per_s']:.0f} tok/s  lr {m['lr']:.1e}"
             bar.update(job, completed=m["step"], info=info)
 
-        return train_lm(cfg, resume=resume, on_step=on_step)
+        out = train_lm(cfg, resume=args.resume, on_step=on_step)
+    console.print(f"model saved to [bold]{out}[/]; metrics in {Path(cfg.out) / 'metrics.jsonl'}")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -142,8 +136,7 @@ def eval_table(title: str, reports: dict) -> Table:
         table.add_row(task, *cells)
     overall = []
     for r in reports.values():
-        thinks = sum(t.thought for t in r.by_task.values()) / max(1, r.problems)
-        overall += [f"[bold]{r.overall:.1%}", f"{r.tokens / max(1, r.problems):.0f}", f"{thinks:.0%}"]
+        overall += [f"[bold]{r.overall:.1%}", f"{r.tokens / max(1, r.problems):.0f}", f"{r.thinking_share:.0%}"]
     table.add_row("[bold]overall", *overall)
     return table
 

@@ -64,11 +64,17 @@ class EvalReport:
     def tokens(self) -> int:
         return sum(t.tokens for t in self.by_task.values())
 
+    @property
+    def thinking_share(self) -> float:
+        """Share of all answers that worked it out (pooled over problems, not averaged per task)."""
+        return sum(t.thought for t in self.by_task.values()) / max(1, self.problems)
+
     def to_json(self) -> dict:
         return {
             "overall_accuracy": self.overall,
             "problems": self.problems,
             "tokens": self.tokens,
+            "thinking_share": self.thinking_share,
             "wall_s": round(self.wall_s, 3),
             "by_task": {
                 name: {

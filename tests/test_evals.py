@@ -31,3 +31,4 @@ def test_evaluate_scores_answers_and_counts_the_ones_that_thought():
     assert (score.problems, score.accuracy, score.thinking_share) == (4, 0.5, 0.5)
     assert [s["thought"] for s in report.samples] == [True, False, False, True]
     assert report.to_json()["by_task"]["arithmetic"]["thinking_share"] == 0.5
+    assert report.thinking_share == report.to_json()["thinking_share"] == 0.5
