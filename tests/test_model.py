@@ -49,21 +49,20 @@ def test_load_missing_dir_names_it(tmp_path):
         models.load(tmp_path / "nosuch")
 
 
-def test_load_missing_config_names_config_json(broken_dir):
-    (broken_dir / "config.json").unlink()
-    with pytest.raises(PonderError, match="config.json"):
+@pytest.mark.parametrize("name", ["config.json", "model.safetensors", "tokenizer.json"])
+def test_load_missing_file_names_it(broken_dir, name):
+    (broken_dir / name).unlink()
+    with pytest.raises(PonderError, match=name):
         models.load(broken_dir)
 
 
-def test_load_corrupt_config_names_config_json(broken_dir):
-    (broken_dir / "config.json").write_text('{"model_type": "llama", ')
-    with pytest.raises(PonderError, match="config.json.*corrupt"):
-        models.load(broken_dir)
-
-
-def test_load_missing_weights_names_model_safetensors(broken_dir):
-    (broken_dir / "model.safetensors").unlink()
-    with pytest.raises(PonderError, match="model.safetensors"):
+@pytest.mark.parametrize(
+    ("name", "cut_json"),
+    [("config.json", '{"model_type": "llama", '), ("tokenizer.json", '{"version": "1.0", "model": ')],
+)
+def test_load_corrupt_json_names_the_file(broken_dir, name, cut_json):
+    (broken_dir / name).write_text(cut_json)
+    with pytest.raises(PonderError, match=f"{name}.*corrupt"):
         models.load(broken_dir)
 
 
@@ -72,18 +71,6 @@ def test_load_truncated_weights_names_model_safetensors(broken_dir):
     data = weights.read_bytes()
     weights.write_bytes(data[: len(data) // 2])
     with pytest.raises(PonderError, match="model.safetensors"):
-        models.load(broken_dir)
-
-
-def test_load_missing_tokenizer_names_tokenizer_json(broken_dir):
-    (broken_dir / "tokenizer.json").unlink()
-    with pytest.raises(PonderError, match="tokenizer.json"):
-        models.load(broken_dir)
-
-
-def test_load_corrupt_tokenizer_names_tokenizer_json(broken_dir):
-    (broken_dir / "tokenizer.json").write_text('{"version": "1.0", "model": ')
-    with pytest.raises(PonderError, match="tokenizer.json.*corrupt"):
         models.load(broken_dir)
 
 
