@@ -224,13 +224,18 @@ def cmd_contamination(args) -> None:
     for p in TaskMix(args.tasks).eval_set(args.per_task):
         eval_prompts.setdefault(p.task, []).append(p.prompt)
 
-    def training():
-        count = recipe_examples("base") if args.train_examples is None else args.train_examples
-        yield from c.mix_training_prompts(args.corpus_tasks, count)
+    count = recipe_examples("base") if args.train_examples is None else args.train_examples
+
+    def training(bar, job):
+        for prompt in c.mix_training_prompts(args.corpus_tasks, count):
+            bar.advance(job)
+            yield prompt
         for path in args.corpus:
             yield from c.jsonl_texts(path)
 
-    report = c.check(eval_prompts, training(), n=args.n)
+    with progress_bar() as bar:  # the base recipe's 192,000 prompts take about 20 s to generate
+        job = bar.add_task("training prompts", total=count, info="")
+        report = c.check(eval_prompts, training(bar, job), n=args.n)
     table = Table(title=f"{args.n}-gram overlap of eval prompts with {report.training_texts} training texts")
     for col in ("task", "eval prompts", "contaminated", "share", "mean overlap"):
         table.add_column(col, justify="right")
