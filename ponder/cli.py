@@ -141,7 +141,7 @@ def eval_table(title: str, reports: dict) -> Table:
     return table
 
 
-def run_eval(model_dir, tasks: str, per_cell: int, max_tokens: int, label: str):
+def run_eval(model_dir, tasks: str, per_cell: int, max_tokens: int, label: str, force_thinking: bool = False):
     from ponder import model as models
     from ponder.engine import Engine, SamplingParams
     from ponder.evals import evaluate
@@ -154,7 +154,7 @@ def run_eval(model_dir, tasks: str, per_cell: int, max_tokens: int, label: str):
         report = evaluate(
             Engine(model, tokenizer),
             problems,
-            SamplingParams(temperature=0.0, max_tokens=max_tokens),
+            SamplingParams(temperature=0.0, max_tokens=max_tokens, force_thinking=force_thinking),
             progress=lambda k: bar.advance(job, k),
         )
     return report
@@ -164,8 +164,9 @@ def cmd_eval(args) -> None:
     from ponder.assets import base_model_path
 
     model_dir = args.model or base_model_path()
-    report = run_eval(model_dir, args.tasks, args.per_task, args.max_tokens, "model")
-    console.print(eval_table(f"held-out accuracy, {model_dir}", {"model": report}))
+    report = run_eval(model_dir, args.tasks, args.per_task, args.max_tokens, "model", args.force_thinking)
+    mode = ", thinking on" if args.force_thinking else ""
+    console.print(eval_table(f"held-out accuracy{mode}, {model_dir}", {"model": report}))
     console.print(f"{report.problems} problems, {report.tokens} tokens, {report.wall_s:.1f} s")
     if args.json:
         from ponder.io import atomic_write_json
@@ -247,6 +248,11 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="held-out accuracy per task")
     p.add_argument("--model", help="model directory (default: the shipped base)")
     p.add_argument("--json", help="write the report (and every completion) to this JSON file")
+    p.add_argument(
+        "--force-thinking",
+        action="store_true",
+        help="the model may not skip its thinking (it must work each problem out; reasoning_effort high)",
+    )
     eval_flags(p)
     p = sub.add_parser("chat", help="talk to a model in the terminal")
     p.add_argument("--model", help="model directory (default: the shipped base)")

@@ -179,6 +179,7 @@ def run_sweep(engine, problems, cfg, out, command: str, model_dir, verifier=None
 DEMO_PER_TASK = 20
 DEMO_STRATEGIES = (
     "greedy",
+    "greedy:thinking",
     "sample",
     "majority",
     "best_of_n:oracle",

@@ -37,6 +37,18 @@ def test_eval_prints_a_table_and_writes_json(capsys, model_dir, tmp_path):
     assert 0.0 <= data["overall_accuracy"] <= 1.0
 
 
+def test_eval_with_thinking_on_makes_every_answer_think(capsys, model_dir, tmp_path):
+    report = tmp_path / "report.json"
+    code, out = run(
+        capsys, "eval", "--model", str(model_dir), "--per-task", "3", "--tasks", "letters:1,arithmetic:1",
+        "--max-tokens", "24", "--force-thinking", "--json", str(report),
+    )  # fmt: skip
+    assert code == 0, out
+    assert "thinking on" in out
+    data = json.loads(report.read_text())
+    assert data["thinking_share"] == 1.0
+
+
 def test_eval_unknown_task_exits_2_listing_known_tasks(capsys, model_dir):
     code, out = run(capsys, "eval", "--model", str(model_dir), "--tasks", "nosuch")
     assert code == 2

@@ -253,6 +253,34 @@ def test_min_thinking_tokens_on_a_trained_model(engine):
             assert WAIT_TEXT.strip() in r.text
 
 
+@pytest.mark.parametrize("skip_with", ["\n", THINK_CLOSE])
+def test_force_thinking_forbids_skipping_the_thinking_and_nothing_else(skip_with, model, tok):
+    skip_id = tok.encode(skip_with, add_special_tokens=False)[-1]
+    engine = Engine(biased_model(model, skip_id), tok)  # always wants to skip (or close) its thinking
+    free = engine.generate(PROMPTS, SamplingParams(max_tokens=12, n=2, seed=0))
+    assert all(g[0].token_ids[0] == skip_id for g in free), "the biased model should start with the skip"
+    params = SamplingParams(max_tokens=12, n=2, seed=0, force_thinking=True)
+    for group in engine.generate(PROMPTS, params):
+        for r in group:
+            assert r.token_ids[0] not in (skip_id, engine.close_id, *engine.end_ids)
+            assert r.thinking_tokens >= 1
+            assert set(r.mask) == {1}  # the model wrote every token: it was steered, not written for
+            assert r.token_ids[1] == skip_id  # from the second token on, its choice is its own again
+
+
+def test_force_thinking_makes_a_two_mode_model_work_the_problem(engine):
+    problems = TaskMix("arithmetic:1-2,letters:1,decimals:1").eval_set(per_cell=3)
+    prompts = [render_prompt(p.prompt) for p in problems]
+    free = [g[0] for g in engine.generate(prompts, SamplingParams(temperature=0, max_tokens=100))]
+    assert any(not r.parsed.thinking.strip() for r in free), "the fixture should answer some at once"
+    params = SamplingParams(temperature=0, max_tokens=100, force_thinking=True)
+    forced = [g[0] for g in engine.generate(prompts, params)]
+    for before, r in zip(free, forced, strict=True):
+        assert r.parsed.thinking.strip()
+        if before.parsed.thinking.strip():  # it thought anyway: the mask changed nothing
+            assert r.token_ids == before.token_ids
+
+
 # --- (8) / (9) errors ----------------------------------------------------------------------------
 
 

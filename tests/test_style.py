@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def ruff(*args: str) -> subprocess.CompletedProcess:
     exe = shutil.which("ruff") or pytest.skip("ruff is not installed (pip install -e '.[test]')")
-    return subprocess.run([exe, *args, "ponder", "tests", "bench"], cwd=ROOT, capture_output=True, text=True)
+    return subprocess.run([exe, *args, "ponder", "tests", "bench", "scripts"], cwd=ROOT, capture_output=True, text=True)
 
 
 def test_ruff_lint_is_clean():

@@ -19,9 +19,11 @@ class FakeEngine:
         self.script = script
         self.drawn = [0] * len(problems)
         self.calls = []
+        self.params = []
 
     def generate(self, prompts, params=None, progress=None):
         self.calls.append((len(prompts), params.n))
+        self.params.append(params)
         groups = []
         for text in prompts:
             i = next(i for p, i in self.index.items() if p in text)
@@ -56,28 +58,38 @@ def test_best_of_n_with_the_oracle_finds_a_right_sample():
     assert out[0].correct
 
 
-def test_auto_effort_stops_early_when_samples_agree_and_spends_more_when_not():
+def test_auto_effort_starts_from_greedy_thinking_and_samples_until_the_vote_is_confident():
     problems = _problems(2)
-    agree = [problems[0].answer] * 16
+    agree = [problems[0].answer] * 16  # the first answer of each script is the greedy anchor
     disagree = [str(i) for i in range(16)]
     engine = FakeEngine(problems, [agree, disagree])
+    out = auto_effort(engine, problems, round_size=1, max_n=16, min_count=2, min_share=0.7)
+    assert out[0].samples == 2 and out[0].correct  # greedy, then one sample that agrees
+    assert out[1].samples == 16  # greedy and 15 samples, never confident
+    assert out[1].tokens == 8 * out[0].tokens
+    anchor = engine.params[0]
+    assert anchor.temperature == 0 and anchor.force_thinking and anchor.n == 1
+    assert all(p.temperature == 1.0 and not p.force_thinking for p in engine.params[1:])
+    # batched: every round is one generate call, the first two over both problems
+    assert engine.calls[:2] == [(2, 1), (2, 1)] and all(c == (1, 1) for c in engine.calls[2:])
+
+
+def test_auto_effort_rounds_can_be_larger():
+    problems = _problems(1)
+    engine = FakeEngine(problems, [[problems[0].answer] * 16])
     out = auto_effort(engine, problems, round_size=4, max_n=16, min_count=3, min_share=0.7)
-    assert out[0].samples == 4 and out[0].correct
-    assert out[1].samples == 16
-    assert out[1].tokens == 4 * out[0].tokens
-    # batched: every round is one generate call, the first one over both problems
-    assert engine.calls[0] == (2, 4) and all(c == (1, 4) for c in engine.calls[1:])
+    assert out[0].samples == 5 and engine.calls == [(1, 1), (1, 4)]
 
 
 def test_auto_stop_replays_the_rule_of_auto_effort_on_drawn_samples():
     problems = _problems(3)
     agree = [problems[0].answer] * 16
-    split_then_agree = ["1", "2", "7", "7"] + ["7"] * 12  # 2 votes of 4 is too few; 6 of 8 is enough
+    split_then_agree = ["1", "2", "7", "7"] + ["7"] * 12  # 7 leads from the 4th answer; 70% of 7 at the 7th
     disagree = [str(i) for i in range(16)]
     script = [agree, split_then_agree, disagree]
-    real = auto_effort(FakeEngine(problems, script), problems, round_size=4, max_n=16, min_count=3, min_share=0.7)
-    replayed = [strategies.auto_stop(keys, round_size=4, max_n=16, min_count=3, min_share=0.7) for keys in script]
-    assert [o.samples for o in real] == replayed == [4, 8, 16]
+    real = auto_effort(FakeEngine(problems, script), problems)
+    replayed = [strategies.auto_stop(keys) for keys in script]
+    assert [o.samples for o in real] == replayed == [2, 7, 16]
 
 
 def test_sweep_pairs_auto_effort_with_majority_on_the_same_draw():
@@ -85,13 +97,15 @@ def test_sweep_pairs_auto_effort_with_majority_on_the_same_draw():
 
     problems = _problems(2)
     a0 = problems[0].answer
-    script = [[a0] * 16, [str(i) for i in range(16)]]  # one easy problem, one the vote cannot settle
+    # greedy anchor first, then the 16-sample draw: one easy problem, one the vote cannot settle
+    script = [[a0] * 17, [str(i) for i in range(17)]]
     cfg = ScaleConfig(max_n=16, trials=4, strategies=("majority", "auto_effort:paired"))
     points = {(p["strategy"], p["level"]): p for p in sweep(FakeEngine(problems, script), problems, cfg)["points"]}
     paired = next(p for (name, _), p in points.items() if name == "auto_effort:paired")
-    assert paired["level"] == (4 + 16) / 2  # mean samples: it stopped after one round on the easy one
+    assert paired["level"] == (2 + 16) / 2  # mean answers: greedy + one sample sufficed on the easy one
     assert paired["accuracy"] == points[("majority", 16)]["accuracy"] == 0.5
-    assert paired["tokens"] == (4 + 16) * 10
+    assert paired["tokens"] == (2 + 16) * 10
+    assert points[("greedy:thinking", 1)]["accuracy"] == 0.5
 
 
 def test_revision_shows_the_previous_answer():

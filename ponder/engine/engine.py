@@ -134,6 +134,8 @@ class Engine:
         rows = list(range(len(seqs)))  # rows[r] = index into seqs of cache row r
         # 3) decode until every sequence is done or out of tokens
         for step in range(params.max_tokens):
+            if params.force_thinking:
+                logits = self._forbid_skipping(logits, [seqs[i] for i in rows])
             sampled, logprobs = choose_tokens(logits, params, generator)
             chosen = self._advance([seqs[i] for i in rows], sampled.tolist(), logprobs.tolist(), params, step)
             finished = [r for r, i in enumerate(rows) if seqs[i].done]
@@ -156,6 +158,17 @@ class Engine:
         for seq in seqs:
             self._finish(seq, params)
         return [[s.rollout for s in seqs[i * n : (i + 1) * n]] for i in range(len(prompt_ids))]
+
+    def _forbid_skipping(self, logits: torch.Tensor, seqs: list[_Sequence]) -> torch.Tensor:
+        """force_thinking: a row that has not written a thinking token yet may not begin the
+        end-of-thinking ("\n</think>"): it must pick its best way to start thinking instead."""
+        rows = [r for r, s in enumerate(seqs) if s.thinking and not s.done and s.rollout.thinking_tokens == 0]
+        if not rows:
+            return logits
+        logits = logits.clone()
+        banned = torch.tensor([self.close_ids[0], self.close_id, *self.end_ids], device=logits.device)
+        logits[torch.tensor(rows, device=logits.device)[:, None], banned[None, :]] = float("-inf")
+        return logits
 
     def _step(self, chosen: list[int], positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
         tokens = torch.tensor(chosen, device=positions.device)[:, None]

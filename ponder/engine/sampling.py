@@ -24,6 +24,9 @@ class SamplingParams:
     # model; if it tries to close its thinking before `min_thinking_tokens`, write "wait," instead.
     max_thinking_tokens: int | None = None
     min_thinking_tokens: int = 0
+    # Thinking on: the model may not skip its thinking (close it before writing a thinking token);
+    # the end of thinking is masked at the first token, so a two-mode model must work the problem.
+    force_thinking: bool = False
 
     def __post_init__(self):
         checks = [

@@ -4,19 +4,21 @@
     result["points"]  # [{strategy, level, accuracy, tokens, tokens_per_problem}, ...]
 
 How it runs, on held-out problems only:
-  1) greedy once (the baseline);
+  1) greedy once (the baseline), as the model decodes it and with thinking on (`greedy:thinking`, the
+     model may not skip its thinking; also auto effort's first vote);
   2) one draw of `max_n` samples per problem at `temperature`. The sampled strategies at n = 1, 2, 4,
      ..., max_n choose from random n-subsets of that draw (`trials` subsets, averaged), which is an
      unbiased estimate of drawing n fresh samples and costs one draw instead of log2(max_n) of them:
      sample, majority (maj@n), best_of_n with the oracle (= pass@n, exact) and with the learned
      verifier, verifier-weighted vote. Tokens are n times the mean tokens of a sample;
-  3) budget forcing (greedy), capped at thinking budgets 1, 8, 16, 32, ... (`budgets`) and extended with
+  3) budget forcing (greedy, thinking on), capped at thinking budgets 1, 8, 16, 32, ... (`budgets`; 1 is
+     thinking off) and extended with
      "wait," to at least 8, 16, 32, ... thinking tokens (`extend`), and sequential revision at 2, 3
      rounds, each a real run;
   4) auto effort, a real run of rounds (it decides per problem how many samples to draw), and the
-     same stopping rule replayed on random orders of the step-2 draw (`auto_effort:paired`): the
-     samples it is compared with maj@max_n on are then the same ones, so the difference between the
-     two is measured without the noise of two independent draws.
+     same stopping rule replayed on step 1's thinking-on greedy answer followed by random orders of the
+     step-2 draw (`auto_effort:paired`): the samples it is compared with maj@max_n on are then the same
+     ones, so the difference between the two is measured without the noise of two independent draws.
 """
 
 from __future__ import annotations
@@ -41,7 +43,15 @@ SAMPLED = (
     "weighted_vote:verifier",
     "auto_effort:paired",
 )
-STRATEGY_NAMES = ("greedy", *SAMPLED, "budget_forcing", "budget_forcing:extend", "revision", "auto_effort")
+STRATEGY_NAMES = (
+    "greedy",
+    "greedy:thinking",
+    *SAMPLED,
+    "budget_forcing",
+    "budget_forcing:extend",
+    "revision",
+    "auto_effort",
+)
 
 
 @dataclass
@@ -115,10 +125,15 @@ def sweep(
         timings[name] = round(time.perf_counter() - t0, 1)
         return out
 
-    # 1) greedy
+    # 1) greedy, as decoded and with thinking on
     if "greedy" in wanted:
         out = timed("greedy", lambda: strategies.greedy(engine, problems, greedy_params, progress))
         points.append(point("greedy", 1, out, 0, count))
+    anchor = None
+    if wanted & {"greedy:thinking", "auto_effort:paired"}:
+        thinking = strategies.anchor_params(greedy_params)
+        anchor = timed("greedy, thinking on", lambda: strategies.greedy(engine, problems, thinking, progress))
+        points.append(point("greedy:thinking", 1, anchor, 0, count))
     # 2) one draw of max_n samples, re-selected at every level
     if wanted & set(SAMPLED):
         groups = timed(
@@ -132,7 +147,7 @@ def sweep(
         if verifier is not None and wanted & {"best_of_n:verifier", "weighted_vote:verifier"}:
             scores = timed("verifier scores", lambda: verifier.score(problems, groups))
         draw_record = {"keys": keys, "correct": correct, "tokens": tokens, "verifier_scores": scores}
-        points += _sampled_points(cfg, wanted, keys, correct, tokens, scores)
+        points += _sampled_points(cfg, wanted, keys, correct, tokens, scores, anchor)
     # 3) budget forcing and revision: real runs per level
     if "budget_forcing" in wanted:
         for b in cfg.budgets:
@@ -182,7 +197,7 @@ def _with_n(params: SamplingParams, n: int) -> SamplingParams:
     return dataclasses.replace(params, n=n)
 
 
-def _sampled_points(cfg, wanted, keys, correct, tokens, scores) -> list[dict]:
+def _sampled_points(cfg, wanted, keys, correct, tokens, scores, anchor) -> list[dict]:
     count = len(keys)
     mean_tokens = sum(sum(t) for t in tokens) / max(1, sum(len(t) for t in tokens))
     points = []
@@ -210,21 +225,24 @@ def _sampled_points(cfg, wanted, keys, correct, tokens, scores) -> list[dict]:
                     total += correct[i][s[rule(k, sc)]] / len(picks)
             points.append(point(name, n, total / count, budget, count))
     if "auto_effort:paired" in wanted:
-        points.append(_auto_replayed(cfg, keys, correct, tokens))
+        points.append(_auto_replayed(cfg, keys, correct, tokens, anchor))
     return points
 
 
-def _auto_replayed(cfg, keys, correct, tokens) -> dict:
-    """Auto effort's stopping rule on `cfg.trials` random orders of each problem's draw."""
+def _auto_replayed(cfg, keys, correct, tokens, anchor: list[strategies.Outcome]) -> dict:
+    """Auto effort's stopping rule on the anchor (greedy, thinking on) followed by `cfg.trials` random
+    orders of each problem's draw: up to max_n answers, the anchor and max_n - 1 of the samples."""
     acc = spent = samples = 0.0
-    for i in range(len(keys)):
+    for i, first in enumerate(anchor):
         rng = random.Random(cfg.seed + i)
         orders = [rng.sample(range(len(keys[i])), len(keys[i])) for _ in range(cfg.trials)]
         for order in orders:
-            ordered = [keys[i][j] for j in order]
-            used = strategies.auto_stop(ordered, max_n=cfg.max_n)
-            acc += correct[i][order[plurality(ordered[:used])]] / len(orders)
-            spent += sum(tokens[i][j] for j in order[:used]) / len(orders)
+            ordered_keys = [first.key] + [keys[i][j] for j in order]
+            ordered_correct = [first.correct] + [correct[i][j] for j in order]
+            ordered_tokens = [first.tokens] + [tokens[i][j] for j in order]
+            used = strategies.auto_stop(ordered_keys, max_n=cfg.max_n)
+            acc += ordered_correct[plurality(ordered_keys[:used])] / len(orders)
+            spent += sum(ordered_tokens[:used]) / len(orders)
             samples += used / len(orders)
     count = max(1, len(keys))
     return point("auto_effort:paired", round(samples / count, 2), acc / count, spent, count)

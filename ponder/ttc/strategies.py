@@ -163,12 +163,21 @@ def budget_forcing(
     min_thinking_tokens: int = 0,
     params: SamplingParams | None = None,
     progress: Progress = None,
+    force_thinking: bool = True,
 ) -> list[Outcome]:
     """s1 budget forcing, greedy by default: the engine writes "</think>" once the thinking reaches
     `max_thinking_tokens`, and "wait," when the model tries to close it before `min_thinking_tokens`.
-    Forced tokens are counted in `tokens` (they occupy the context like any other)."""
+    A budget is spent on thinking, so by default the model may not skip it (`force_thinking`: a
+    two-mode model that would answer at once works the problem instead); a budget of 1 token is
+    thinking off whatever this says. Forced tokens are counted in `tokens` (they occupy the context)."""
     base = params or dataclasses.replace(DEFAULT_PARAMS, temperature=0.0)
-    p = _params(base, n=1, max_thinking_tokens=max_thinking_tokens, min_thinking_tokens=min_thinking_tokens)
+    p = _params(
+        base,
+        n=1,
+        max_thinking_tokens=max_thinking_tokens,
+        min_thinking_tokens=min_thinking_tokens,
+        force_thinking=force_thinking,
+    )
     # room for the answer after a capped or extended thinking
     p.max_tokens = max(p.max_tokens, max(max_thinking_tokens or 0, min_thinking_tokens) + 64)
     groups = draw(engine, problems, p, progress)
@@ -203,24 +212,32 @@ def revision(
     return list(results)
 
 
+# Auto effort's stopping rule, chosen on TRAIN-split problems (500, 16 samples each, base and RL model;
+# scripts/auto_effort_rule.py, table in docs/test-time-compute.md): the cheapest rule that matched
+# maj@16's accuracy on the base.
+AUTO_RULE = {"round_size": 1, "max_n": 16, "min_count": 2, "min_share": 0.7}
+
+
 def auto_effort(
     engine,
     problems,
-    round_size: int = 4,
-    max_n: int = 16,
-    min_count: int = 3,
-    min_share: float = 0.7,
+    round_size: int = AUTO_RULE["round_size"],
+    max_n: int = AUTO_RULE["max_n"],
+    min_count: int = AUTO_RULE["min_count"],
+    min_share: float = AUTO_RULE["min_share"],
     params: SamplingParams | None = None,
     progress: Progress = None,
 ) -> list[Outcome]:
-    """Adaptive self-consistency: draw `round_size` samples per live problem per round; a problem
-    stops once its leading answer key has at least `min_count` votes and `min_share` of its samples,
-    or at `max_n` samples. Easy questions (samples agree at once) cost one round; hard ones get more.
-    The answer is the plurality of everything drawn, as in `majority`."""
+    """Adaptive self-consistency anchored on the greedy answer. The first vote is the model's greedy
+    answer with thinking on (its best single guess, free of sampling noise); then `round_size` samples
+    per live problem per round (`params`: temperature, thinking left to the model). A problem stops
+    once its leading answer key has at least `min_count` votes and `min_share` of all votes, or at
+    `max_n` answers in all (the anchor included). Easy questions stop when the first sample agrees
+    with greedy (two answers); hard ones get more. The answer is the plurality of every vote."""
     base = params or DEFAULT_PARAMS
-    groups: list[list[Rollout]] = [[] for _ in problems]
-    keys: list[list[str]] = [[] for _ in problems]
-    live = list(range(len(problems)))
+    groups = [list(g) for g in draw(engine, problems, anchor_params(base), progress)]
+    keys = [keys_of(p, g) for p, g in zip(problems, groups, strict=True)]
+    live = [i for i in range(len(problems)) if not _stops(keys[i], max_n, min_count, min_share)]
     r = 0
     while live:
         size = min(round_size, max_n - len(groups[live[0]]))
@@ -233,20 +250,30 @@ def auto_effort(
     return [outcome(p, g, plurality(k)) for p, g, k in zip(problems, groups, keys, strict=True)]
 
 
+def anchor_params(params: SamplingParams) -> SamplingParams:
+    """Auto effort's first vote: greedy, thinking on (`force_thinking`), one answer."""
+    return _params(params, n=1, temperature=0.0, force_thinking=True)
+
+
 def _stops(keys: list[str], max_n: int, min_count: int, min_share: float) -> bool:
-    """Auto effort's stopping rule: `max_n` samples drawn, or the leading answer is confident."""
+    """Auto effort's stopping rule: `max_n` answers drawn, or the leading answer is confident."""
     _, count, share = leader(keys)
     return len(keys) >= max_n or (count >= min_count and share >= min_share)
 
 
 def auto_stop(
-    keys: Sequence[str], round_size: int = 4, max_n: int = 16, min_count: int = 3, min_share: float = 0.7
+    keys: Sequence[str],
+    round_size: int = AUTO_RULE["round_size"],
+    max_n: int = AUTO_RULE["max_n"],
+    min_count: int = AUTO_RULE["min_count"],
+    min_share: float = AUTO_RULE["min_share"],
 ) -> int:
-    """How many of `keys` (samples in the order drawn) auto effort would use before stopping: the
-    same rule as `auto_effort`, replayed on samples already drawn. Samples are i.i.d., so replaying a
-    random order of an n-sample draw is an exact simulation of drawing in rounds; `ponder scale` uses
-    it to compare auto effort with maj@n on the same samples (a paired comparison)."""
-    used = min(round_size, max_n, len(keys))
+    """How many of `keys` auto effort would use before stopping: keys[0] is the anchor's (greedy,
+    thinking on), the rest samples in the order drawn; the same rule as `auto_effort`, replayed on
+    answers already drawn. Samples are i.i.d., so replaying a random order of an n-sample draw is an
+    exact simulation of drawing in rounds; `ponder scale` uses it to compare auto effort with maj@n on
+    the same samples (a paired comparison)."""
+    used = min(1, len(keys))
     while used < len(keys) and not _stops(list(keys[:used]), max_n, min_count, min_share):
         used = min(used + round_size, max_n, len(keys))
     return used
