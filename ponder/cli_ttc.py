@@ -175,7 +175,7 @@ def run_sweep(engine, problems, cfg, out, command: str, model_dir, verifier=None
     return result
 
 
-# the demo's test-time stage: about 11 s on 2 CPU cores for the RL model (200 problems; runs/v2_demo)
+# the demo's test-time stage: about 12 s on 2 CPU cores for the RL model (200 problems; runs/v3_demo)
 DEMO_PER_TASK = 20
 DEMO_STRATEGIES = (
     "greedy",
