@@ -26,6 +26,21 @@ def test_resolve_effort_names_and_aliases():
         resolve_effort("extreme")
 
 
+def test_effort_presets_set_thinking_off_on_and_the_budget(trained):
+    from ponder.engine import Engine
+    from ponder.ttc.effort import run_effort
+
+    engine = Engine(*trained)
+    problems = TaskMix("arithmetic:1-2,letters:1,decimals:1").eval_set(per_cell=3)
+    thinking = {}
+    for name in ("low", "medium", "high"):
+        out = run_effort(engine, problems, name)
+        thinking[name] = [o.rollout.thinking_tokens for o in out]
+    assert all(t <= 1 for t in thinking["low"])  # thinking off: closed at once
+    assert all(t > 1 for t in thinking["high"])  # thinking on: every answer works the problem
+    assert all(1 < t <= 64 for t in thinking["medium"])  # thinking on, within the budget
+
+
 def _eval_prompts(mix, per_cell=10):
     out: dict[str, list[str]] = {}
     for p in mix.eval_set(per_cell):
