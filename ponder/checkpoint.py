@@ -12,7 +12,6 @@ after the checkpoint's step are dropped: they will be written again.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from dataclasses import asdict
@@ -22,7 +21,7 @@ import torch
 
 from ponder import model as models
 from ponder.errors import PonderError
-from ponder.io import atomic_dir, atomic_write_json, atomic_write_text
+from ponder.io import atomic_dir, atomic_write_json, atomic_write_text, read_jsonl_records
 
 STATE_FILE = "trainer_state.pt"
 
@@ -74,11 +73,5 @@ def trim_metrics(run_dir: Path, step: int) -> None:
     path = run_dir / "metrics.jsonl"
     if not path.exists():
         return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line).get("step", 0) <= step:
-                kept.append(line)
-        except json.JSONDecodeError:  # a line cut short by kill -9
-            continue
+    kept = [line for line, record in read_jsonl_records(path) if record.get("step", 0) <= step]
     atomic_write_text(path, "".join(k + "\n" for k in kept))

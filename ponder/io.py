@@ -55,3 +55,15 @@ def append_jsonl(path: str | Path, record: dict) -> None:
     """Append one JSON line (a crash can lose at most the line being written)."""
     with open(path, "a") as f:
         f.write(json.dumps(record, default=str) + "\n")
+
+
+def read_jsonl_records(path: str | Path) -> list[tuple[str, dict]]:
+    """(line, record) for each whole line of a JSONL log; a last line cut short by a crash (kill -9
+    mid-append) is skipped, not an error: the log is still readable and resumable."""
+    out = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            out.append((line, json.loads(line)))
+        except json.JSONDecodeError:
+            continue
+    return out

@@ -9,7 +9,6 @@ spent so far, counted as tokens generated (log axis); the base model is the dash
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -17,17 +16,14 @@ import matplotlib
 matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ponder.io import read_jsonl_records  # noqa: E402
 from ponder.report import html_page, save_figure  # noqa: E402
 
 
 def read_metrics(run_dir: Path) -> tuple[list[dict], list[dict]]:
     """(training steps, evals) from a run's metrics.jsonl; lines cut short by a crash are skipped."""
     steps, evals = [], []
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
+    for _, record in read_jsonl_records(run_dir / "metrics.jsonl"):
         (evals if "eval_accuracy" in record else steps).append(record)
     return steps, evals
 
