@@ -16,6 +16,7 @@ model's own `rotary_emb`, so every RoPE scaling type the checkpoint declares is 
 
 from __future__ import annotations
 
+import copy
 from typing import NamedTuple
 
 import torch
@@ -54,12 +55,68 @@ class KVCache:
         self.bias = torch.full((batch, capacity), float("-inf"), dtype=like.dtype, device=like.device)
         self.length = 0  # slots filled so far (the same for every row: rows are left-padded)
 
+    @property
+    def capacity(self) -> int:
+        return self.valid.shape[1]
+
     def select(self, rows: torch.Tensor) -> None:
         """Keep only `rows` (compacting finished sequences away, or fanning a prefill out to n)."""
         self.k = [k.index_select(0, rows) for k in self.k]
         self.v = [v.index_select(0, rows) for v in self.v]
         self.valid = self.valid.index_select(0, rows)
         self.bias = self.bias.index_select(0, rows)
+
+    # Row surgery for a running batch (engine/live.py). Slots can move: a row's positions, and so
+    # its RoPE, were fixed when its keys were written, so padding slots never changes what it sees.
+
+    def take(self, rows: list[int]) -> KVCache:
+        """A new cache of just `rows` (this one is left as it is)."""
+        out = copy.copy(self)
+        out.select(torch.tensor(rows, device=self.valid.device))
+        return out
+
+    def pad_left(self, n: int) -> None:
+        """`n` empty slots before every row's first one (to line rows up with a longer batch)."""
+        self._pad(n, left=True)
+        self.length += n
+
+    def grow_right(self, n: int) -> None:
+        """`n` more free slots at the end (room for more tokens)."""
+        self._pad(n, left=False)
+
+    def trim_left(self) -> None:
+        """Drop the leading slots no row uses any more (left there by a longer row that has left),
+        so a long-running batch does not attend over ever more padding."""
+        used = self.valid[:, : self.length].any(0).nonzero()
+        first = int(used[0]) if len(used) else self.length
+        if first:
+            self.k = [k[:, :, first:] for k in self.k]
+            self.v = [v[:, :, first:] for v in self.v]
+            self.valid, self.bias = self.valid[:, first:], self.bias[:, first:]
+            self.length -= first
+
+    def stack(self, other: KVCache) -> KVCache:
+        """This cache's rows, then `other`'s (the same length and capacity)."""
+        if (self.length, self.capacity) != (other.length, other.capacity):
+            raise ValueError("stack: caches must be padded to the same length and capacity first")
+        out = copy.copy(self)
+        out.k = [torch.cat(pair) for pair in zip(self.k, other.k, strict=True)]
+        out.v = [torch.cat(pair) for pair in zip(self.v, other.v, strict=True)]
+        out.valid = torch.cat([self.valid, other.valid])
+        out.bias = torch.cat([self.bias, other.bias])
+        return out
+
+    def _pad(self, n: int, left: bool) -> None:
+        def pad(t: torch.Tensor, value, dim: int) -> torch.Tensor:
+            shape = list(t.shape)
+            shape[dim] = n
+            filler = torch.full(shape, value, dtype=t.dtype, device=t.device)
+            return torch.cat([filler, t] if left else [t, filler], dim=dim)
+
+        self.k = [pad(k, 0.0, 2) for k in self.k]
+        self.v = [pad(v, 0.0, 2) for v in self.v]
+        self.valid = pad(self.valid, False, 1)
+        self.bias = pad(self.bias, float("-inf"), 1)
 
 
 class LlamaRunner:
@@ -115,14 +172,19 @@ class LlamaRunner:
     def new_cache(self, batch: int, capacity: int) -> KVCache:
         like = self.core.embed_tokens.weight
         cache = KVCache(len(self.core.layers), batch, self.kv_heads, capacity, self.head_dim, like)
-        # RoPE tables for every position the cache can hold, computed once by the model's own
-        # rotary module and then only indexed: cheaper than recomputing them every step.
-        positions = torch.arange(capacity, device=like.device)[None]
+        self.set_rope(cache)
+        return cache
+
+    def set_rope(self, cache: KVCache) -> None:
+        """RoPE tables for every position the cache can hold, computed once by the model's own
+        rotary module and then only indexed: cheaper than recomputing them every step. (A row's
+        positions never exceed its slots, so tables as long as the capacity cover every row.)"""
+        like = self.core.embed_tokens.weight
+        positions = torch.arange(cache.capacity, device=like.device)[None]
         cos, sin = self.core.rotary_emb(like[:1, None], positions)
         half = self.head_dim // 2
         cache.cos = cos[0]  # (capacity, head_dim)
         cache.sin_signed = torch.cat([-sin[0, :, :half], sin[0, :, half:]], dim=-1)
-        return cache
 
     @torch.inference_mode()
     def forward(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache, new_valid: torch.Tensor):

@@ -1,0 +1,228 @@
+"""A running batch that requests join between steps and sequences leave and re-enter (tool calls).
+
+    batch = LiveBatch(engine, SamplingParams(temperature=0), pause_on=["</tool_call>"])
+    a = batch.add("<|user|>What is 7+8?...")        # joins at the next step
+    for event in batch.step():                      # one token for every running sequence
+        if event.kind == "paused":                  # it wrote "</tool_call>": run the tool, then
+            batch.resume(event.request, output)     # the output is written for it (mask 0)
+        elif event.kind == "finished":
+            event.rollout.text
+    b = batch.add(...)                              # a late request joins the same running batch
+
+`Engine.generate` is the closed form (a fixed set of prompts, n samples sharing each prefill); this
+is the open one a server and the tool loop need. The mechanism is the KV cache's row surgery: a
+joining sequence is prefilled alone (its prompt, or a paused sequence's tool output on top of its
+own saved rows), then both caches are left-padded to a common length and concatenated. Positions
+are per row and RoPE is applied before caching, so shifting a row's slots changes nothing it
+computes: a sequence's tokens are the same whether it ran alone, joined late, or paused and resumed
+(tests check this against `Engine.generate` on the same prefix). Sampling rule (temperature, top-p,
+thinking budgets) is the batch's; max_tokens and stop strings are per request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+
+from ponder.engine.engine import Engine, Rollout, _Sequence
+from ponder.engine.runner import KVCache
+from ponder.engine.sampling import SamplingParams, choose_tokens
+from ponder.errors import PonderError
+
+HEADROOM = 64  # cache slots added at a time when a batch runs out of room (fewer reallocations)
+
+
+@dataclass
+class Event:
+    request: int
+    kind: str  # "finished" or "paused"
+    rollout: Rollout
+
+
+@dataclass
+class _Request:
+    id: int
+    seq: _Sequence
+    params: SamplingParams  # the batch's sampling rule with this request's max_tokens and stop
+    position: int = 0  # position of the next token
+    steps: int = 0  # tokens chosen by decoding (sampled or budget-forced; tool output not counted)
+    pending: list[int] = field(default_factory=list)  # tokens to prefill when it (re-)joins
+
+
+class LiveBatch:
+    def __init__(self, engine: Engine, params: SamplingParams | None = None, pause_on=(), seed: int = 0):
+        self.engine = engine
+        self.params = params or SamplingParams()
+        if self.params.n != 1:
+            raise PonderError("LiveBatch runs one sequence per request: add a request n times for n samples")
+        self.pause_on = list(pause_on)
+        self.generator = torch.Generator(device=engine.device).manual_seed(seed)
+        self.cache: KVCache | None = None  # rows = self.rows, in order
+        self.rows: list[_Request] = []
+        self.logits: torch.Tensor | None = None  # (rows, vocab): each row's next-token logits
+        self.joining: list[tuple[_Request, KVCache | None]] = []
+        self.paused: dict[int, tuple[_Request, KVCache]] = {}
+        self.next_id = 0
+        engine.runner.refresh()
+
+    # --- requests ---------------------------------------------------------------------------------
+
+    def add(self, prompt: str | list[int], max_tokens: int | None = None, stop: list[str] | None = None) -> int:
+        """Queue a request; it is prefilled and joins the running batch at the next `step`."""
+        ids = self.engine._encode(prompt)
+        params = dataclasses.replace(
+            self.params,
+            max_tokens=max_tokens or self.params.max_tokens,
+            stop=list(self.params.stop if stop is None else stop),
+        )
+        request = _Request(self.next_id, _Sequence(Rollout(self.next_id, ids)), params, pending=ids)
+        self.next_id += 1
+        self.joining.append((request, None))
+        return request.id
+
+    def resume(self, request_id: int, text: str | list[int]) -> None:
+        """Re-enter a paused sequence with `text` written for it (a tool's output: mask 0, never
+        trained on); it continues from there at the next `step`."""
+        if request_id not in self.paused:
+            raise PonderError(f"request {request_id} is not paused; paused: {sorted(self.paused) or 'none'}")
+        request, cache = self.paused.pop(request_id)
+        ids = self.engine._encode(text) if isinstance(text, str) else list(text)
+        r = request.seq.rollout
+        for token in ids:  # written for the model: in the rollout, masked out of the loss
+            r.token_ids.append(token)
+            r.logprobs.append(0.0)
+            r.mask.append(0)
+            r.thinking_tokens += int(request.seq.thinking)
+        request.pending += ids  # after the token it paused on, which the cache has not seen yet
+        self.joining.append((request, cache))
+
+    @property
+    def idle(self) -> bool:
+        """Nothing running and nothing waiting to join (paused sequences wait for `resume`)."""
+        return not self.rows and not self.joining
+
+    # --- one step ---------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def step(self) -> list[Event]:
+        """Prefill whoever joins, then choose one token for every running sequence; return the
+        sequences that finished or paused at this step (they leave the batch)."""
+        for request, cache in self.joining:
+            self._join(request, cache)
+        self.joining = []
+        if not self.rows:
+            return []
+        logits = self.logits
+        if self.params.force_thinking:
+            logits = self.engine._forbid_skipping(logits, [q.seq for q in self.rows])
+        sampled, logprobs = choose_tokens(logits, self.params, self.generator)
+        chosen = [
+            self._append(q, token, logprob)
+            for q, token, logprob in zip(self.rows, sampled.tolist(), logprobs.tolist(), strict=True)
+        ]
+        events = [e for e in map(self._event, self.rows) if e is not None]
+        left = {e.request for e in events}
+        for i, q in enumerate(self.rows):
+            if q.id in left and not q.seq.done:  # paused: its rows wait aside; the token it just
+                self.paused[q.id] = (q, self.cache.take([i]))  # wrote is fed when it resumes
+                q.pending = [chosen[i]]
+        self._feed([i for i, q in enumerate(self.rows) if q.id not in left], chosen)
+        return events
+
+    def _append(self, request: _Request, token: int, logprob: float) -> int:
+        """The token this row writes: the sample, or what budget forcing writes instead."""
+        seq, engine = request.seq, self.engine
+        token, logprob, written = engine._force(seq, token, logprob, request.params)
+        request.steps += 1
+        r = seq.rollout
+        r.token_ids.append(token)
+        r.logprobs.append(logprob)
+        r.mask.append(1 if written else 0)
+        if seq.thinking:
+            if token == engine.close_id:
+                seq.thinking = False
+            else:
+                r.thinking_tokens += 1
+        return token
+
+    def _event(self, request: _Request) -> Event | None:
+        seq, r, engine = request.seq, request.seq.rollout, self.engine
+        token = r.token_ids[-1]
+        if token in engine.end_ids or (request.params.stop and engine._hit_stop(r, request.params.stop)):
+            seq.done, r.finish_reason = True, "stop"
+        elif request.steps >= request.params.max_tokens:
+            seq.done, r.finish_reason = True, "length"
+        elif any(self._newly_written(r, s) for s in self.pause_on):
+            return Event(request.id, "paused", r)
+        if seq.done:
+            engine._finish(seq, request.params)
+            return Event(request.id, "finished", r)
+        return None
+
+    def _newly_written(self, rollout: Rollout, text: str) -> bool:
+        """`text` is completed by the last token (not merely still in view after a resume)."""
+        start = max(0, len(rollout.token_ids) - 16)
+        decode = self.engine.tokenizer.decode
+        return text in decode(rollout.token_ids[start:]) and text not in decode(rollout.token_ids[start:-1])
+
+    # --- cache surgery ----------------------------------------------------------------------------
+
+    def _join(self, request: _Request, cache: KVCache | None) -> None:
+        """Prefill `request.pending` on the request's own rows, then append them to the batch."""
+        runner, ids = self.engine.runner, request.pending
+        if cache is None:
+            cache = runner.new_cache(1, len(ids) + HEADROOM)
+        _make_room(runner, cache, len(ids))
+        device = self.engine.device
+        tokens = torch.tensor([ids], device=device)
+        positions = torch.arange(request.position, request.position + len(ids), device=device)[None]
+        logits = runner.forward(tokens, positions, cache, torch.ones_like(tokens, dtype=torch.bool))
+        request.position += len(ids)
+        request.pending = []
+        if self.cache is None:
+            self.cache, self.rows, self.logits = cache, [request], logits
+            return
+        self.cache = _concat(runner, self.cache, cache)
+        self.rows.append(request)
+        self.logits = torch.cat([self.logits, logits])
+
+    def _feed(self, keep: list[int], chosen: list[int]) -> None:
+        """Drop the rows that left, then run the chosen tokens of the rest (next step's logits)."""
+        if len(keep) < len(self.rows):
+            if not keep:
+                self.cache, self.rows, self.logits = None, [], None
+                return
+            self.cache = self.cache.take(keep)
+            self.cache.trim_left()
+            self.rows = [self.rows[i] for i in keep]
+            chosen = [chosen[i] for i in keep]
+        device = self.engine.device
+        _make_room(self.engine.runner, self.cache, 1)
+        tokens = torch.tensor(chosen, device=device)[:, None]
+        positions = torch.tensor([q.position for q in self.rows], device=device)[:, None]
+        new_valid = torch.ones_like(tokens, dtype=torch.bool)
+        self.logits = self.engine.runner.forward(tokens, positions, self.cache, new_valid)
+        for q in self.rows:
+            q.position += 1
+
+
+def _make_room(runner, cache: KVCache, tokens: int) -> None:
+    """Grow `cache` on the right so `tokens` more fit (with headroom, so this is rare)."""
+    if cache.length + tokens > cache.capacity:
+        cache.grow_right(cache.length + tokens + HEADROOM - cache.capacity)
+        runner.set_rope(cache)
+
+
+def _concat(runner, a: KVCache, b: KVCache) -> KVCache:
+    """Rows of `a` then rows of `b`, left-padded to a common length and sized to a common capacity."""
+    for short, long in ((a, b), (b, a)):
+        if short.length < long.length:
+            short.pad_left(long.length - short.length)
+    for small, big in ((a, b), (b, a)):
+        if small.capacity < big.capacity:
+            small.grow_right(big.capacity - small.capacity)
+    out = a.stack(b)
+    runner.set_rope(out)
+    return out

@@ -1,0 +1,129 @@
+"""The running batch: requests that join late and sequences that pause for a tool and resume get
+exactly the tokens `Engine.generate` gives for the same prefix (greedy, a trained tiny model)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ponder.engine import Engine, SamplingParams
+from ponder.engine.live import LiveBatch
+from ponder.errors import PonderError
+from ponder.format import render_prompt
+from ponder.tasks.mix import TaskMix
+
+GREEDY = SamplingParams(temperature=0.0, max_tokens=40)
+
+
+@pytest.fixture(scope="module")
+def engine(trained):
+    return Engine(*trained)
+
+
+def prompts() -> list[str]:
+    problems = TaskMix("arithmetic:1,letters:1,sudoku:1").eval_set(per_cell=1)
+    return [render_prompt(p.prompt) for p in problems]
+
+
+def run(batch: LiveBatch, schedule: dict[int, list[str]], on_pause=None) -> dict[int, object]:
+    """Step until idle, adding schedule[step]'s prompts at that step; {request id: rollout}."""
+    done, ids, step = {}, [], 0
+    while step <= max(schedule) or not batch.idle or batch.paused:
+        ids += [batch.add(p) for p in schedule.get(step, [])]
+        for event in batch.step():
+            if event.kind == "finished":
+                done[event.request] = event.rollout
+            else:
+                on_pause(batch, event)
+        step += 1
+        assert step < 500, "the batch never went idle"
+    return {i: done[i] for i in ids}
+
+
+def test_requests_joining_a_running_batch_get_the_tokens_they_get_alone(engine):
+    p = prompts()
+    sudoku = next(x for x in p if len(x) == max(map(len, p)))  # the longest prompt
+    short = [x for x in p if x != sudoku]
+    reference = {x: g[0].token_ids for x, g in zip(p, engine.generate(p, GREEDY), strict=True)}
+    # a short prompt starts; the long one joins at step 2 (the batch is padded to it); the last
+    # short one joins at step 9, behind a batch longer than itself (it is padded to the batch)
+    out = run(LiveBatch(engine, GREEDY), {0: [short[0]], 2: [sudoku], 9: [short[1]]})
+    for prompt, rollout in zip([short[0], sudoku, short[1]], out.values(), strict=True):
+        assert rollout.token_ids == reference[prompt]
+        assert rollout.text and rollout.finish_reason in ("stop", "length")
+
+
+def test_the_batch_stays_as_long_as_its_longest_running_sequence(engine):
+    p = sorted(prompts(), key=len)
+    batch = LiveBatch(engine, GREEDY)
+    for prompt in p[:-1]:
+        batch.add(prompt)
+    batch.add(p[-1], max_tokens=3)  # the longest leaves first: its padding must go with it
+    rows_seen = set()
+    while not batch.idle:
+        batch.step()
+        if batch.rows:
+            rows_seen.add(len(batch.rows))
+            assert batch.cache.length == max(q.position for q in batch.rows)  # no all-padding slots
+    assert len(rows_seen) > 1, "the fixture's sequences should finish at different steps"
+
+
+def test_the_cache_grows_when_sequences_outrun_their_room(engine, monkeypatch):
+    import ponder.engine.live as live
+
+    monkeypatch.setattr(live, "HEADROOM", 3)  # room for 3 more tokens at a time: it grows all the time
+    p = prompts()
+    reference = [g[0].token_ids for g in engine.generate(p, GREEDY)]
+    out = run(LiveBatch(engine, GREEDY), {0: [p[0]], 1: [p[1]], 4: [p[2]]})
+    assert [r.token_ids for r in out.values()] == reference
+
+
+def test_a_paused_sequence_resumes_as_if_the_tool_output_had_been_in_its_prompt(engine):
+    tok = engine.tokenizer
+    prompt = prompts()[0]
+    free = engine.generate([prompt], GREEDY)[0][0]
+    # pause on the first token (after the first two) whose text the model has not written before
+    cut = next(
+        k
+        for k in range(3, len(free.token_ids))
+        if tok.decode(free.token_ids[k - 1 : k]).strip()
+        and tok.decode(free.token_ids[k - 1 : k]) not in tok.decode(free.token_ids[: k - 1])
+    )
+    pause_on = tok.decode(free.token_ids[cut - 1 : cut])
+    tool_ids = tok.encode(" 1234 ", add_special_tokens=False)
+
+    def tool(batch, event):
+        assert event.rollout.token_ids == free.token_ids[:cut]  # it stopped right after the string
+        batch.resume(event.request, tool_ids)
+
+    (rollout,) = run(LiveBatch(engine, GREEDY, pause_on=[pause_on]), {0: [prompt]}, on_pause=tool).values()
+    prefix = tok.encode(prompt, add_special_tokens=False) + free.token_ids[:cut] + tool_ids
+    rest = engine.generate([prefix], SamplingParams(temperature=0.0, max_tokens=GREEDY.max_tokens - cut))[0][0]
+    assert rollout.token_ids == free.token_ids[:cut] + tool_ids + rest.token_ids
+    assert rollout.mask == [1] * cut + [0] * len(tool_ids) + [1] * len(rest.token_ids)
+    assert sum(rollout.mask) <= GREEDY.max_tokens  # tool output does not use up the token budget
+
+
+def test_other_sequences_run_on_while_one_waits_for_its_tool(engine):
+    p = prompts()
+    reference = {x: g[0].token_ids for x, g in zip(p, engine.generate(p, GREEDY), strict=True)}
+    batch = LiveBatch(engine, GREEDY, pause_on=[engine.tokenizer.decode(reference[p[0]][2:3])])
+    first, second = batch.add(p[0]), batch.add(p[1])
+    finished = {}
+    for _ in range(GREEDY.max_tokens + 1):
+        for event in batch.step():
+            if event.kind == "finished":
+                finished[event.request] = event.rollout
+    assert first in batch.paused and second in finished  # one waits; the other finished meanwhile
+    assert finished[second].token_ids == reference[p[1]]
+    assert batch.idle  # nothing runs while the paused one waits for its tool
+
+
+def test_resuming_a_request_that_is_not_paused_names_the_paused_ones(engine):
+    batch = LiveBatch(engine, GREEDY)
+    with pytest.raises(PonderError, match="request 7 is not paused; paused: none"):
+        batch.resume(7, "x")
+
+
+def test_n_samples_per_request_is_refused_with_the_way_out(engine):
+    with pytest.raises(PonderError, match="add a request n times"):
+        LiveBatch(engine, SamplingParams(n=4))
