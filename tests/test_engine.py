@@ -281,6 +281,47 @@ def test_force_thinking_makes_a_two_mode_model_work_the_problem(engine):
             assert r.token_ids == before.token_ids
 
 
+# --- weights pushed from elsewhere ----------------------------------------------------------------
+
+
+def stale_copy(model):
+    """Another process's copy of the model, its weights out of date (scrambled here)."""
+    import copy
+
+    stale = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in stale.parameters():
+            p.copy_(torch.randn_like(p) * 0.1)
+    return stale
+
+
+def test_pushed_weights_make_another_engine_sample_what_the_trainer_samples(trained):
+    import io
+
+    trainer_model, tok = trained
+    actor = Engine(stale_copy(trainer_model), tok)
+    prompts = PROMPTS[:2]
+    want = token_ids(Engine(trainer_model, tok).generate(prompts, GREEDY))
+    assert token_ids(actor.generate(prompts, GREEDY)) != want, "the two models should differ before the push"
+    wire = io.BytesIO()
+    torch.save(trainer_model.state_dict(), wire)  # what would cross the process boundary
+    wire.seek(0)
+    actor.load_weights(torch.load(wire))
+    assert token_ids(actor.generate(prompts, GREEDY)) == want
+
+
+def test_pushed_weights_that_do_not_fit_are_named(trained):
+    trainer_model, tok = trained
+    actor = Engine(stale_copy(trainer_model), tok)
+    weights = dict(trainer_model.state_dict())
+    weights["model.norm.weight"] = torch.ones(3)
+    weights["extra.bias"] = torch.zeros(1)
+    del weights["model.layers.0.mlp.up_proj.weight"]
+    with pytest.raises(PonderError, match=r"unknown: extra.bias; missing: model.layers.0.mlp.up_proj.weight; "
+                       r"wrong shape: model.norm.weight"):  # fmt: skip
+        actor.load_weights(weights)
+
+
 # --- (8) / (9) errors ----------------------------------------------------------------------------
 
 

@@ -14,8 +14,7 @@ How one call runs:
      long tail of a group does not pay for the rows that already stopped.
 
 The engine reads the model's live parameters (`LlamaRunner.refresh` re-fuses them at every call),
-so the RL loop needs no weight copy; pushing weights to another process is `load_state_dict` on
-that process's model followed by the same refresh.
+so the RL loop needs no weight copy; pushing weights to another process is `load_weights` there.
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ import torch
 
 from ponder.engine.runner import KVCache, LlamaRunner
 from ponder.engine.sampling import SamplingParams, choose_tokens
+from ponder.errors import PonderError
 from ponder.format import THINK_CLOSE, ParsedCompletion, parse_completion
 
 WAIT_TEXT = "\nwait,"  # budget forcing writes this when the model stops thinking too early: the
@@ -80,6 +80,25 @@ class Engine:
     @property
     def device(self):
         return self.runner.device
+
+    @torch.no_grad()
+    def load_weights(self, state_dict) -> None:
+        """Take new weights, e.g. pushed by a trainer in another process (a `state_dict` sent over
+        any transport): copied into the model in place and the fused tensors rebuilt, so the next
+        `generate` samples from them. Names and shapes must be the model's own."""
+        own = self.model.state_dict()
+        unknown = sorted(set(state_dict) - set(own))
+        missing = sorted(set(own) - set(state_dict) - _tied_names(self.model))
+        wrong = sorted(k for k, v in state_dict.items() if k in own and tuple(v.shape) != tuple(own[k].shape))
+        if unknown or missing or wrong:
+            raise PonderError(
+                "these weights do not fit this model: "
+                + "; ".join(f"{what}: {', '.join(names[:4])}" for what, names in
+                            (("unknown", unknown), ("missing", missing), ("wrong shape", wrong)) if names)
+                + ". Push the state_dict of a model with the same config."
+            )  # fmt: skip
+        self.model.load_state_dict(state_dict, strict=False)
+        self.runner.refresh()
 
     def generate(
         self,
@@ -232,6 +251,12 @@ class Engine:
             if stop in text:
                 text = text[: text.index(stop)]
         r.text = text
+
+
+def _tied_names(model) -> set[str]:
+    """Weights that are another weight under a second name (tied embeddings): not required."""
+    tied = getattr(model, "_tied_weights_keys", None) or {}
+    return set(tied if not isinstance(tied, dict) else tied.keys())
 
 
 def _end_token_ids(model, tokenizer) -> set[int]:
