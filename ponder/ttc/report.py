@@ -23,9 +23,20 @@ from ponder.ttc.metrics import accuracy_vs_tokens  # noqa: E402
 
 def scaling_chart(points: list[dict], path: str | Path, title: str = "") -> Path:
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    for name, curve in accuracy_vs_tokens(points).items():
+    colors = plt.get_cmap("tab20").colors  # 20 distinct colours: a sweep has up to 13 strategies
+    single_markers = iter(["D", "s", "*", "X", "P", "^", "v", "<", ">"] * 3)  # one-point strategies
+    for i, (name, curve) in enumerate(accuracy_vs_tokens(points).items()):
         xs, ys = zip(*curve, strict=True)
-        ax.plot(xs, [100 * y for y in ys], marker="o", linestyle="-" if len(xs) > 1 else "none", label=name)
+        single = len(xs) == 1
+        ax.plot(
+            xs,
+            [100 * y for y in ys],
+            marker=next(single_markers) if single else "o",
+            markersize=9 if single else 5,
+            linestyle="none" if single else "-",
+            color=colors[(2 * i) % 20 + (i // 10) % 2],
+            label=name,
+        )
     ax.set_xscale("log", base=2)
     ax.set_xlabel("generated tokens per problem (log2)")
     ax.set_ylabel("held-out accuracy (%)")
