@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from ponder.engine import Engine, SamplingParams
+from ponder.engine import Engine, LiveBatch, SamplingParams
 from ponder.format import render_prompt
 from ponder.model import count_parameters, load, new_model
 from ponder.tasks import BUILTIN, get_task
@@ -67,6 +67,26 @@ def time_engine(engine, texts, new_tokens) -> float:
     return elapsed
 
 
+def time_live(engine, texts, new_tokens, arrive_every: int) -> float:
+    """The running batch (engine/live.py): `arrive_every` steps apart, 8 more requests join it, as
+    they would reach a server; each decodes exactly `new_tokens` tokens (no end token stops it)."""
+    end_ids, engine.end_ids = engine.end_ids, set()
+    try:
+        start = time.perf_counter()
+        batch, done, step = LiveBatch(engine, SamplingParams(temperature=0, max_tokens=new_tokens)), [], 0
+        while len(done) < len(texts):
+            if step % arrive_every == 0:
+                for text in texts[(step // arrive_every) * 8 :][:8]:
+                    batch.add(text)
+            done += [e.rollout for e in batch.step() if e.kind == "finished"]
+            step += 1
+        elapsed = time.perf_counter() - start
+    finally:
+        engine.end_ids = end_ids
+    assert all(len(r.token_ids) == new_tokens for r in done)
+    return elapsed
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="a model directory (default: the shipped base model)")
@@ -88,7 +108,10 @@ def main() -> None:
     texts = prompts(args.batch)
     tokens = args.batch * args.new_tokens
     t_hf = time_generate(model, tokenizer, texts, args.new_tokens)
-    t_ponder = time_engine(Engine(model, tokenizer), texts, args.new_tokens)
+    engine = Engine(model, tokenizer)
+    t_ponder = time_engine(engine, texts, args.new_tokens)
+    t_live_once = time_live(engine, texts, args.new_tokens, arrive_every=1)
+    t_live = time_live(engine, texts, args.new_tokens, arrive_every=8)
     peak = matmul_peak_gflops()
     achieved = 2 * count_parameters(model) * tokens / t_ponder / 1e9
     print(
@@ -98,6 +121,14 @@ def main() -> None:
     print(f"model.generate : {tokens / t_hf:10.0f} tokens/s  ({t_hf:.2f} s)")
     print(f"ponder engine  : {tokens / t_ponder:10.0f} tokens/s  ({t_ponder:.2f} s)")
     print(f"ratio (ponder / generate): {t_hf / t_ponder:.2f}x   target >= 3x")
+    print(
+        f"running batch  : {tokens / t_live_once:10.0f} tokens/s  ({t_live_once:.2f} s; 8 requests join every "
+        f"step) = {t_hf / t_live_once:.2f}x generate"
+    )
+    print(
+        f"running batch  : {tokens / t_live:10.0f} tokens/s  ({t_live:.2f} s; 8 requests join every 8 steps, "
+        f"a server's arrivals) = {t_hf / t_live:.2f}x generate"
+    )
     print(
         f"engine compute: {achieved:.1f} GFLOP/s = {achieved / peak:.1%} of this CPU's measured "
         f"fp32 matmul peak ({peak:.0f} GFLOP/s)"

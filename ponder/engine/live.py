@@ -109,8 +109,12 @@ class LiveBatch:
     def step(self) -> list[Event]:
         """Prefill whoever joins, then choose one token for every running sequence; return the
         sequences that finished or paused at this step (they leave the batch)."""
+        new = [q for q, cache in self.joining if cache is None]
+        if new:
+            self._join(new, None)
         for request, cache in self.joining:
-            self._join(request, cache)
+            if cache is not None:
+                self._join([request], cache)
         self.joining = []
         if not self.rows:
             return []
@@ -169,23 +173,29 @@ class LiveBatch:
 
     # --- cache surgery ----------------------------------------------------------------------------
 
-    def _join(self, request: _Request, cache: KVCache | None) -> None:
-        """Prefill `request.pending` on the request's own rows, then append them to the batch."""
-        runner, ids = self.engine.runner, request.pending
+    def _join(self, requests: list[_Request], cache: KVCache | None) -> None:
+        """Prefill each request's pending tokens, then append their rows to the batch: new requests
+        together (one left-padded prefill, as `Engine.generate` does), a resumed one on its own
+        saved rows (`cache`)."""
+        runner, device = self.engine.runner, self.engine.device
+        pending = [q.pending for q in requests]
+        longest = max(map(len, pending))
         if cache is None:
-            cache = runner.new_cache(1, len(ids) + HEADROOM)
-        _make_room(runner, cache, len(ids))
-        device = self.engine.device
-        tokens = torch.tensor([ids], device=device)
-        positions = torch.arange(request.position, request.position + len(ids), device=device)[None]
-        logits = runner.forward(tokens, positions, cache, torch.ones_like(tokens, dtype=torch.bool))
-        request.position += len(ids)
-        request.pending = []
+            cache = runner.new_cache(len(requests), longest + HEADROOM)
+        _make_room(runner, cache, longest)
+        tokens = torch.tensor([[0] * (longest - len(p)) + p for p in pending], device=device)
+        valid = torch.tensor([[False] * (longest - len(p)) + [True] * len(p) for p in pending], device=device)
+        starts = torch.tensor([q.position for q in requests], device=device)[:, None]
+        positions = (starts + valid.long().cumsum(-1) - 1).clamp(min=0)
+        logits = runner.forward(tokens, positions, cache, valid)
+        for q, p in zip(requests, pending, strict=True):
+            q.position += len(p)
+            q.pending = []
         if self.cache is None:
-            self.cache, self.rows, self.logits = cache, [request], logits
+            self.cache, self.rows, self.logits = cache, list(requests), logits
             return
         self.cache = _concat(runner, self.cache, cache)
-        self.rows.append(request)
+        self.rows += requests
         self.logits = torch.cat([self.logits, logits])
 
     def _feed(self, keep: list[int], chosen: list[int]) -> None:
