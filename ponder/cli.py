@@ -182,7 +182,9 @@ def cmd_eval(args) -> None:
 def cmd_chat(args) -> None:
     from ponder.chat import chat_loop
 
-    chat_loop(args.model, console, max_tokens=args.max_tokens, temperature=args.temperature)
+    chat_loop(
+        args.model, console, max_tokens=args.max_tokens, temperature=args.temperature, effort=args.reasoning_effort
+    )
 
 
 def cmd_demo(args) -> None:
@@ -258,6 +260,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model directory (default: the shipped base)")
     p.add_argument("--max-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument(
+        "--reasoning-effort",
+        help="low (thinking off) / medium (on, 64 tokens at most) / high (on); sets the temperature too",
+    )
     from ponder import cli_ttc
 
     cli_ttc.add_parsers(sub)  # scale, contamination

@@ -110,7 +110,7 @@ def test_chat_answers_questions_read_from_stdin_and_quits_on_an_empty_line():
 
     questions = "Which is larger, 9.11 or 9.9?\nHow many r are in strawberry?\n\n"
     done = subprocess.run(
-        [sys.executable, "-m", "ponder.cli", "chat", "--max-tokens", "48"],
+        [sys.executable, "-m", "ponder.cli", "chat", "--max-tokens", "48", "--reasoning-effort", "high"],
         input=questions,
         capture_output=True,
         text=True,
@@ -118,6 +118,17 @@ def test_chat_answers_questions_read_from_stdin_and_quits_on_an_empty_line():
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("ponder>") == 2  # one answer per question, then a clean exit
+
+
+def test_chat_reasoning_effort_sets_the_thinking_and_refuses_auto(capsys):
+    from ponder.chat import chat_params
+
+    assert chat_params(effort="low").max_thinking_tokens == 1
+    high = chat_params(effort="high", temperature=0.9)
+    assert high.force_thinking and high.max_thinking_tokens is None and high.temperature == 0
+    assert chat_params(temperature=0.9).temperature == 0.9 and not chat_params().force_thinking
+    code, out = run(capsys, "chat", "--reasoning-effort", "auto")
+    assert code == 2 and "a chat question has no task: use low, medium or high" in out
 
 
 def test_sft_fine_tunes_the_shipped_base_by_default(tmp_path):
