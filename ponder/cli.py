@@ -211,9 +211,10 @@ def cmd_demo(args) -> None:
         run_rl(cfg, resume=(out_dir / "rl" / "checkpoint").exists())
         model = out_dir / "rl" / "model"
     console.rule("[bold]3) test-time compute: accuracy against generated tokens")
-    from ponder.cli_ttc import demo_scale
+    from ponder.cli_ttc import demo_compare
 
-    demo_scale(model, args.tasks, out_dir / "scale")
+    models = {"base": Path(base), "RL": Path(model)} if model != base else {"base": Path(base)}
+    demo_compare(models, args.tasks, out_dir / "scale", args.per_task)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -138,9 +138,11 @@ def cmd_scale(args) -> None:
     run_sweep(engine, problems, cfg, out, command, model_dir, verifier, args.verifier)
 
 
-def run_sweep(engine, problems, cfg, out, command: str, model_dir, verifier=None, verifier_path=None) -> dict:
-    """The sweep with a progress bar, its table printed, and out/{scale.json, scaling.png, report.html}
-    written (`ponder scale` and the demo's test-time stage)."""
+def run_sweep(
+    engine, problems, cfg, out, command: str, model_dir, verifier=None, verifier_path=None, table: bool = True
+) -> dict:
+    """The sweep with a progress bar, its table printed (unless `table` is False), and
+    out/{scale.json, scaling.png, report.html} written (`ponder scale` and the demo's last stage)."""
     from ponder.io import atomic_write_json
     from ponder.ttc import scale
     from ponder.ttc.report import write_report
@@ -159,12 +161,8 @@ def run_sweep(engine, problems, cfg, out, command: str, model_dir, verifier=None
         dist = scale.answer_distribution(
             engine, _histogram_problem(problems, result), temperature=cfg.temperature, seed=cfg.seed
         )
-    table = Table(title=f"accuracy against test-time compute, {len(problems)} held-out problems, {model_dir}")
-    for col in ("strategy", "level", "accuracy", "tokens/problem"):
-        table.add_column(col, justify="right")
-    for p in result["points"]:
-        table.add_row(p["strategy"], f"{p['level']:g}", f"{p['accuracy']:.1%}", f"{p['tokens_per_problem']:.0f}")
-    console.print(table)
+    if table:
+        console.print(points_table(result["points"], f"{len(problems)} held-out problems, {model_dir}"))
     if verifier is not None:
         result["verifier"] = {"path": verifier_path, **{k: v for k, v in verifier.meta.items() if k != "config"}}
     atomic_write_json(
@@ -175,7 +173,7 @@ def run_sweep(engine, problems, cfg, out, command: str, model_dir, verifier=None
     return result
 
 
-# the demo's test-time stage: about 12 s on 2 CPU cores for the RL model (200 problems; runs/v3_demo)
+# the demo's test-time stage: about 11 s a model on 2 CPU cores (200 problems; runs/v4_demo)
 DEMO_PER_TASK = 20
 DEMO_STRATEGIES = (
     "greedy",
@@ -190,9 +188,49 @@ DEMO_STRATEGIES = (
 DEMO_BUDGETS = (1, 16, 32, 64, 128)
 
 
-def demo_scale(model_dir, tasks: str, out, per_task: int = DEMO_PER_TASK) -> dict:
-    """`ponder demo` stage 3: a small sweep of `model_dir` (greedy, majority at n = 1..8, budget
-    forcing, auto effort), its table printed and its chart and report written to `out`."""
+def points_table(points: list[dict], where: str) -> Table:
+    table = Table(title=f"accuracy against test-time compute, {where}")
+    for col in ("strategy", "level", "accuracy", "tokens/problem"):
+        table.add_column(col, justify="right")
+    for p in points:
+        table.add_row(p["strategy"], f"{p['level']:g}", f"{p['accuracy']:.1%}", f"{p['tokens_per_problem']:.0f}")
+    return table
+
+
+# the rows of the demo's side-by-side table: (label, strategy, level; None = the largest level)
+DEMO_ROWS = (
+    ("greedy", "greedy", 1),
+    ("greedy, thinking on", "greedy:thinking", 1),
+    ("one sample", "sample", 1),
+    ("majority of 8", "majority", 8),
+    ("pass@8 (oracle)", "best_of_n:oracle", 8),
+    ("auto effort", "auto_effort", None),
+)
+
+
+def demo_compare(models: dict[str, Path], tasks: str, out: Path, per_task: int = DEMO_PER_TASK) -> dict:
+    """`ponder demo` stage 3: the small sweep on each model (the base and the RL-trained one), a
+    report each under out/<label>, and one table side by side: where test-time compute pays on a
+    model that often skips its thinking, and what RL already moved into its greedy answer."""
+    results = {label: demo_scale(path, tasks, out / label, per_task, table=False) for label, path in models.items()}
+    count = next(iter(results.values()))["problems"]
+    table = Table(title=f"test-time compute on {count} held-out problems: accuracy and tokens per problem")
+    table.add_column("strategy")
+    for label in results:
+        table.add_column(label, justify="right")
+    for name, strategy, level in DEMO_ROWS:
+        cells = []
+        for result in results.values():
+            found = [p for p in result["points"] if p["strategy"] == strategy and level in (None, p["level"])]
+            cells.append(f"{found[-1]['accuracy']:.1%}  {found[-1]['tokens_per_problem']:.0f}" if found else "-")
+        table.add_row(name, *cells)
+    console.print(table)
+    return results
+
+
+def demo_scale(model_dir, tasks: str, out, per_task: int = DEMO_PER_TASK, table: bool = True) -> dict:
+    """A small sweep of `model_dir` (greedy, majority at n = 1..8, budget forcing, auto effort), its
+    chart and report written to `out` (its table printed unless `table` is False)."""
     from ponder import model as models
     from ponder.engine import Engine
     from ponder.tasks.mix import TaskMix
@@ -202,7 +240,7 @@ def demo_scale(model_dir, tasks: str, out, per_task: int = DEMO_PER_TASK) -> dic
     problems = TaskMix(tasks).eval_set(per_task)
     cfg = ScaleConfig(max_n=8, strategies=DEMO_STRATEGIES, budgets=DEMO_BUDGETS)
     command = f"ponder scale --model {model_dir} --tasks {tasks} --per-task {per_task} --max-n 8 (demo stage)"
-    return run_sweep(Engine(model, tokenizer), problems, cfg, out, command, model_dir)
+    return run_sweep(Engine(model, tokenizer), problems, cfg, out, command, model_dir, table=table)
 
 
 def _histogram_problem(problems, result):

@@ -141,3 +141,16 @@ def test_sft_fine_tunes_the_shipped_base_by_default(tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["loss_on"] == "completion" and config["init"].endswith("assets/base")
     assert (out / "model" / "model.safetensors").is_file()
+
+
+def test_demo_runs_every_stage_and_compares_test_time_compute_on_both_models(capsys, tmp_path):
+    out = tmp_path / "demo"
+    code, text = run(capsys, "demo", "--rl-steps", "2", "--per-task", "1", "--out", str(out))
+    assert code == 0, text[-2000:]
+    assert (out / "rl" / "model" / "config.json").is_file() and (out / "rl" / "report.html").is_file()
+    for label in ("base", "RL"):
+        assert (out / "scale" / label / "report.html").is_file()
+        assert (out / "scale" / label / "scaling.png").is_file()
+    assert "test-time compute on 10 held-out problems" in text
+    for row in ("greedy, thinking on", "majority of 8", "pass@8 (oracle)", "auto effort"):
+        assert row in text
