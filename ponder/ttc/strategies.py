@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ponder.engine import Rollout, SamplingParams
 from ponder.evals import score_rollout
@@ -215,16 +216,23 @@ def revision(
 # Auto effort's stopping rule, chosen on TRAIN-split problems (500, 16 samples each, base and RL model;
 # scripts/auto_effort_rule.py, table in docs/test-time-compute.md): the cheapest rule that matched
 # maj@16's accuracy on the base.
-AUTO_RULE = {"round_size": 1, "max_n": 16, "min_count": 2, "min_share": 0.7}
+class AutoRule(NamedTuple):
+    round_size: int  # samples per live problem per round
+    max_n: int  # answers at most, the greedy anchor included
+    min_count: int  # the leader needs this many votes ...
+    min_share: float  # ... and this share of all votes to stop
+
+
+AUTO_RULE = AutoRule(round_size=1, max_n=16, min_count=2, min_share=0.7)
 
 
 def auto_effort(
     engine,
     problems,
-    round_size: int = AUTO_RULE["round_size"],
-    max_n: int = AUTO_RULE["max_n"],
-    min_count: int = AUTO_RULE["min_count"],
-    min_share: float = AUTO_RULE["min_share"],
+    round_size: int = AUTO_RULE.round_size,
+    max_n: int = AUTO_RULE.max_n,
+    min_count: int = AUTO_RULE.min_count,
+    min_share: float = AUTO_RULE.min_share,
     params: SamplingParams | None = None,
     progress: Progress = None,
 ) -> list[Outcome]:
@@ -263,10 +271,10 @@ def _stops(keys: list[str], max_n: int, min_count: int, min_share: float) -> boo
 
 def auto_stop(
     keys: Sequence[str],
-    round_size: int = AUTO_RULE["round_size"],
-    max_n: int = AUTO_RULE["max_n"],
-    min_count: int = AUTO_RULE["min_count"],
-    min_share: float = AUTO_RULE["min_share"],
+    round_size: int = AUTO_RULE.round_size,
+    max_n: int = AUTO_RULE.max_n,
+    min_count: int = AUTO_RULE.min_count,
+    min_share: float = AUTO_RULE.min_share,
 ) -> int:
     """How many of `keys` auto effort would use before stopping: keys[0] is the anchor's (greedy,
     thinking on), the rest samples in the order drawn; the same rule as `auto_effort`, replayed on
