@@ -127,3 +127,33 @@ def test_resuming_a_request_that_is_not_paused_names_the_paused_ones(engine):
 def test_n_samples_per_request_is_refused_with_the_way_out(engine):
     with pytest.raises(PonderError, match="add a request n times"):
         LiveBatch(engine, SamplingParams(n=4))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_sampling_with_budgets_joins_and_pauses_keeps_every_rollout_consistent(engine, seed):
+    import random
+
+    rng = random.Random(seed)
+    params = SamplingParams(temperature=1.0, max_tokens=30, max_thinking_tokens=12, force_thinking=True)
+    batch = LiveBatch(engine, params, pause_on=["+"], seed=seed)
+    p = prompts()
+    finished, added, pauses = {}, 0, 0
+    for _ in range(400):
+        if added < 12 and rng.random() < 0.3:
+            batch.add(p[added % len(p)], max_tokens=rng.choice([10, 30]))
+            added += 1
+        for event in batch.step():
+            if event.kind == "finished":
+                finished[event.request] = event.rollout
+            else:  # a "tool" answers at once; every other answer is empty (it printed nothing)
+                pauses += 1
+                batch.resume(event.request, " 7 " if pauses % 2 else "")
+        if added == 12 and batch.idle and not batch.paused:
+            break
+    assert len(finished) == 12 and pauses > 2, "the schedule should pause some sequences"
+    for r in finished.values():
+        assert len(r.token_ids) == len(r.logprobs) == len(r.mask)
+        assert r.mask[0] == 1  # thinking on: the model started it itself
+        assert r.thinking_tokens >= 1 and r.finish_reason in ("stop", "length")
+        written = [t for t, m in zip(r.token_ids, r.mask, strict=True) if m == 1]
+        assert len(written) <= 30

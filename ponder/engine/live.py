@@ -88,7 +88,10 @@ class LiveBatch:
         if request_id not in self.paused:
             raise PonderError(f"request {request_id} is not paused; paused: {sorted(self.paused) or 'none'}")
         request, cache = self.paused.pop(request_id)
-        ids = self.engine._encode(text) if isinstance(text, str) else list(text)
+        if isinstance(text, str):  # "" is a fine output (a tool that printed nothing)
+            ids = self.engine.tokenizer.encode(text, add_special_tokens=False)
+        else:
+            ids = list(text)
         r = request.seq.rollout
         for token in ids:  # written for the model: in the rollout, masked out of the loss
             r.token_ids.append(token)
