@@ -163,6 +163,8 @@ def run_sweep(
         )
     if table:
         console.print(points_table(result["points"], f"{len(problems)} held-out problems, {model_dir}"))
+        for line in scale.headline(result["points"]):
+            console.print(f"  {line}")
     if verifier is not None:
         result["verifier"] = {"path": verifier_path, **{k: v for k, v in verifier.meta.items() if k != "config"}}
     atomic_write_json(

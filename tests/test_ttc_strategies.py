@@ -147,3 +147,25 @@ def test_run_strategy_rejects_unknown_names():
 
     with pytest.raises(PonderError, match="known"):
         strategies.run_strategy("beam", None, [])
+
+
+def test_headline_states_the_vote_gain_auto_cost_budget_curve_and_verifier():
+    from ponder.ttc.scale import headline, point
+
+    points = [
+        point("greedy", 1, 0.5, 100, 10),
+        point("majority", 1, 0.45, 120, 10),
+        point("majority", 16, 0.65, 1920, 10),
+        point("auto_effort", 5.2, 0.66, 480, 10),
+        point("budget_forcing", 1, 0.5, 100, 10),
+        point("budget_forcing", 16, 0.4, 200, 10),
+        point("budget_forcing", 32, 0.6, 300, 10),
+        point("best_of_n:verifier", 16, 0.55, 1920, 10),
+    ]
+    assert headline(points) == [
+        "majority of 16 vs greedy: 65.0% vs 50.0% (+15.0 points)",
+        "auto effort: 66.0% with 25% of the tokens of majority of 16 (65.0%)",
+        "budget forcing, thinking caps 16 to 32 tokens: 40.0% -> 60.0%",
+        "learned verifier, best of 16: 55.0% vs majority 65.0%",
+    ]
+    assert headline([point("greedy", 1, 0.5, 100, 10)]) == []  # nothing to compare: nothing said

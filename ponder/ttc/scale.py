@@ -248,6 +248,43 @@ def _auto_replayed(cfg, keys, correct, tokens, anchor: list[strategies.Outcome])
     return point("auto_effort:paired", round(samples / count, 2), acc / count, spent, count)
 
 
+def headline(points: list[dict]) -> list[str]:
+    """The sweep in a few sentences: the vote against greedy, auto effort's cost, the budget curve and
+    the learned verifier against the vote (each only when the sweep has the points it needs)."""
+
+    def at(strategy: str, level=None) -> dict | None:
+        found = [p for p in points if p["strategy"] == strategy and level in (None, p["level"])]
+        return max(found, key=lambda p: p["level"]) if found else None
+
+    lines = []
+    greedy, vote = at("greedy", 1), at("majority")
+    if greedy and vote:
+        gain = 100 * (vote["accuracy"] - greedy["accuracy"])
+        lines.append(
+            f"majority of {vote['level']:g} vs greedy: {vote['accuracy']:.1%} vs {greedy['accuracy']:.1%} "
+            f"({gain:+.1f} points)"
+        )
+    for name, label in (("auto_effort", "auto effort"), ("auto_effort:paired", "auto effort, paired replay")):
+        auto = at(name)
+        if auto and vote:
+            share = auto["tokens"] / vote["tokens"] if vote["tokens"] else float("nan")
+            lines.append(
+                f"{label}: {auto['accuracy']:.1%} with {share:.0%} of the tokens of majority of "
+                f"{vote['level']:g} ({vote['accuracy']:.1%})"
+            )
+    caps = sorted((p for p in points if p["strategy"] == "budget_forcing" and p["level"] > 1), key=lambda p: p["level"])
+    if len(caps) > 1:
+        curve = " -> ".join(f"{p['accuracy']:.1%}" for p in caps)
+        lines.append(f"budget forcing, thinking caps {caps[0]['level']:g} to {caps[-1]['level']:g} tokens: {curve}")
+    ranked = at("best_of_n:verifier")
+    if ranked and vote:
+        lines.append(
+            f"learned verifier, best of {ranked['level']:g}: {ranked['accuracy']:.1%} vs majority "
+            f"{vote['accuracy']:.1%}"
+        )
+    return lines
+
+
 # ---------------------------------------------------------------------------------------------------
 # effort presets side by side, and one prompt's answer distribution
 
