@@ -206,21 +206,27 @@ class Engine:
             written = True
             if budgets or seq.forced:
                 token, logprob, written = self._force(seq, token, logprob, params)
+            self._write(seq, token, logprob, written)
             r = seq.rollout
-            r.token_ids.append(token)
-            r.logprobs.append(logprob)
-            r.mask.append(1 if written else 0)
-            if seq.thinking:
-                if token == self.close_id:
-                    seq.thinking = False
-                else:
-                    r.thinking_tokens += 1
             if token in self.end_ids or (params.stop and self._hit_stop(r, params.stop)):
                 seq.done, r.finish_reason = True, "stop"
             elif last_step:
                 seq.done, r.finish_reason = True, "length"
             chosen.append(token)
         return chosen
+
+    def _write(self, seq: _Sequence, token: int, logprob: float, written: bool) -> None:
+        """Append one token to a sequence's rollout (mask 1 if the model wrote it, 0 if it was
+        written for it) and follow whether the sequence is still thinking."""
+        r = seq.rollout
+        r.token_ids.append(token)
+        r.logprobs.append(logprob)
+        r.mask.append(1 if written else 0)
+        if seq.thinking:
+            if token == self.close_id:
+                seq.thinking = False
+            else:
+                r.thinking_tokens += 1
 
     def _force(self, seq: _Sequence, token: int, logprob: float, params) -> tuple[int, float, bool]:
         """Budget forcing: replace the sampled token when the thinking budget says so."""

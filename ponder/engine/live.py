@@ -92,12 +92,8 @@ class LiveBatch:
             ids = self.engine.tokenizer.encode(text, add_special_tokens=False)
         else:
             ids = list(text)
-        r = request.seq.rollout
         for token in ids:  # written for the model: in the rollout, masked out of the loss
-            r.token_ids.append(token)
-            r.logprobs.append(0.0)
-            r.mask.append(0)
-            r.thinking_tokens += int(request.seq.thinking)
+            self.engine._write(request.seq, token, 0.0, written=False)
         request.pending += ids  # after the token it paused on, which the cache has not seen yet
         self.joining.append((request, cache))
 
@@ -143,15 +139,7 @@ class LiveBatch:
         seq, engine = request.seq, self.engine
         token, logprob, written = engine._force(seq, token, logprob, request.params)
         request.steps += 1
-        r = seq.rollout
-        r.token_ids.append(token)
-        r.logprobs.append(logprob)
-        r.mask.append(1 if written else 0)
-        if seq.thinking:
-            if token == engine.close_id:
-                seq.thinking = False
-            else:
-                r.thinking_tokens += 1
+        engine._write(seq, token, logprob, written)
         return token
 
     def _event(self, request: _Request) -> Event | None:
