@@ -157,3 +157,24 @@ def test_sampling_with_budgets_joins_and_pauses_keeps_every_rollout_consistent(e
         assert r.thinking_tokens >= 1 and r.finish_reason in ("stop", "length")
         written = [t for t, m in zip(r.token_ids, r.mask, strict=True) if m == 1]
         assert len(written) <= 30
+
+
+def test_each_request_samples_under_its_own_rule(engine):
+    p = prompts()
+    greedy = {x: g[0].token_ids for x, g in zip(p, engine.generate(p, GREEDY), strict=True)}
+    thinking = SamplingParams(temperature=0.0, max_tokens=40, force_thinking=True)
+    forced = {x: g[0].token_ids for x, g in zip(p, engine.generate(p, thinking), strict=True)}
+    batch = LiveBatch(engine, SamplingParams(temperature=1.0, max_tokens=40), seed=3)
+    ids = {
+        "greedy": batch.add(p[0], GREEDY),
+        "thinking": batch.add(p[1], thinking),
+        "sampled": batch.add(p[2]),  # the batch's rule: temperature 1
+        "capped": batch.add(p[0], SamplingParams(temperature=0.0, max_tokens=40, max_thinking_tokens=4)),
+    }
+    done = {}
+    while not batch.idle:
+        done.update({e.request: e.rollout for e in batch.step()})
+    assert done[ids["greedy"]].token_ids == greedy[p[0]]
+    assert done[ids["thinking"]].token_ids == forced[p[1]]
+    assert done[ids["capped"]].thinking_tokens <= 4
+    assert done[ids["sampled"]].finish_reason in ("stop", "length")

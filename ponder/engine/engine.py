@@ -178,10 +178,17 @@ class Engine:
             self._finish(seq, params)
         return [[s.rollout for s in seqs[i * n : (i + 1) * n]] for i in range(len(prompt_ids))]
 
-    def _forbid_skipping(self, logits: torch.Tensor, seqs: list[_Sequence]) -> torch.Tensor:
+    def _forbid_skipping(
+        self, logits: torch.Tensor, seqs: list[_Sequence], only: list[bool] | None = None
+    ) -> torch.Tensor:
         """force_thinking: a row that has not written a thinking token yet may not begin the
-        end-of-thinking ("\n</think>"): it must pick its best way to start thinking instead."""
-        rows = [r for r, s in enumerate(seqs) if s.thinking and not s.done and s.rollout.thinking_tokens == 0]
+        end-of-thinking ("\n</think>"): it must pick its best way to start thinking instead.
+        `only[r]`: whether row r asked for it (default: every row; the running batch mixes requests)."""
+        rows = [
+            r
+            for r, s in enumerate(seqs)
+            if s.thinking and not s.done and s.rollout.thinking_tokens == 0 and (only is None or only[r])
+        ]
         if not rows:
             return logits
         logits = logits.clone()

@@ -16,7 +16,8 @@ own saved rows), then both caches are left-padded to a common length and concate
 are per row and RoPE is applied before caching, so shifting a row's slots changes nothing it
 computes: a sequence's tokens are the same whether it ran alone, joined late, or paused and resumed
 (tests check this against `Engine.generate` on the same prefix). Sampling rule (temperature, top-p,
-thinking budgets) is the batch's; max_tokens and stop strings are per request.
+thinking budgets, thinking on) is per request, like max_tokens and stop strings; rows that share one
+are sampled together.
 """
 
 from __future__ import annotations
@@ -69,13 +70,23 @@ class LiveBatch:
 
     # --- requests ---------------------------------------------------------------------------------
 
-    def add(self, prompt: str | list[int], max_tokens: int | None = None, stop: list[str] | None = None) -> int:
-        """Queue a request; it is prefilled and joins the running batch at the next `step`."""
+    def add(
+        self,
+        prompt: str | list[int],
+        params: SamplingParams | None = None,
+        max_tokens: int | None = None,
+        stop: list[str] | None = None,
+    ) -> int:
+        """Queue a request; it is prefilled and joins the running batch at the next `step`. It samples
+        with `params` (default: the batch's), `max_tokens` and `stop` overriding those fields."""
         ids = self.engine._encode(prompt)
+        params = params or self.params
+        if params.n != 1:
+            raise PonderError("LiveBatch runs one sequence per request: add a request n times for n samples")
         params = dataclasses.replace(
-            self.params,
-            max_tokens=max_tokens or self.params.max_tokens,
-            stop=list(self.params.stop if stop is None else stop),
+            params,
+            max_tokens=max_tokens or params.max_tokens,
+            stop=list(params.stop if stop is None else stop),
         )
         request = _Request(self.next_id, _Sequence(Rollout(self.next_id, ids)), params, pending=ids)
         self.next_id += 1
@@ -117,10 +128,7 @@ class LiveBatch:
         self.joining = []
         if not self.rows:
             return []
-        logits = self.logits
-        if self.params.force_thinking:
-            logits = self.engine._forbid_skipping(logits, [q.seq for q in self.rows])
-        sampled, logprobs = choose_tokens(logits, self.params, self.generator)
+        sampled, logprobs = self._choose()
         chosen = [
             self._append(q, token, logprob)
             for q, token, logprob in zip(self.rows, sampled.tolist(), logprobs.tolist(), strict=True)
@@ -133,6 +141,25 @@ class LiveBatch:
                 q.pending = [chosen[i]]
         self._feed([i for i, q in enumerate(self.rows) if q.id not in left], chosen)
         return events
+
+    def _choose(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One token per row, each request under its own sampling rule: rows that share a rule are
+        sampled together (one call for the usual case of a single rule)."""
+        logits = self.logits
+        thinking_on = [q.params.force_thinking for q in self.rows]
+        if any(thinking_on):
+            logits = self.engine._forbid_skipping(logits, [q.seq for q in self.rows], only=thinking_on)
+        groups: dict[tuple, list[int]] = {}
+        for i, q in enumerate(self.rows):
+            groups.setdefault((q.params.temperature, q.params.top_p, q.params.top_k), []).append(i)
+        if len(groups) == 1:
+            return choose_tokens(logits, self.rows[0].params, self.generator)
+        tokens = torch.empty(len(self.rows), dtype=torch.long, device=logits.device)
+        logprobs = torch.empty(len(self.rows), device=logits.device)
+        for rows in groups.values():
+            index = torch.tensor(rows, device=logits.device)
+            tokens[index], logprobs[index] = choose_tokens(logits[index], self.rows[rows[0]].params, self.generator)
+        return tokens, logprobs
 
     def _append(self, request: _Request, token: int, logprob: float) -> int:
         """The token this row writes: the sample, or what budget forcing writes instead."""
