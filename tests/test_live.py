@@ -178,3 +178,24 @@ def test_each_request_samples_under_its_own_rule(engine):
     assert done[ids["thinking"]].token_ids == forced[p[1]]
     assert done[ids["capped"]].thinking_tokens <= 4
     assert done[ids["sampled"]].finish_reason in ("stop", "length")
+
+
+def test_n_samples_of_one_prompt_share_one_prefill(engine, monkeypatch):
+    p = prompts()[0]
+    prefilled = []
+    forward = engine.runner.forward
+
+    def counting(tokens, positions, cache, valid):
+        if tokens.shape[1] > 1:
+            prefilled.append(tokens.shape[0])
+        return forward(tokens, positions, cache, valid)
+
+    monkeypatch.setattr(engine.runner, "forward", counting)
+    batch = LiveBatch(engine, GREEDY)
+    ids = [batch.add(p) for _ in range(4)]
+    done = {}
+    while not batch.idle:
+        done.update({e.request: e.rollout for e in batch.step()})
+    assert prefilled == [1]  # one row prefilled for the four requests
+    reference = engine.generate([p], GREEDY)[0][0].token_ids
+    assert all(done[i].token_ids == reference for i in ids)

@@ -57,7 +57,10 @@ class LiveBatch:
         self.engine = engine
         self.params = params or SamplingParams()
         if self.params.n != 1:
-            raise PonderError("LiveBatch runs one sequence per request: add a request n times for n samples")
+            raise PonderError(
+                "LiveBatch runs one sequence per request: add a request n times for n samples "
+                "(added at one step, they share one prefill)"
+            )
         self.pause_on = list(pause_on)
         self.generator = torch.Generator(device=engine.device).manual_seed(seed)
         self.cache: KVCache | None = None  # rows = self.rows, in order
@@ -82,7 +85,10 @@ class LiveBatch:
         ids = self.engine._encode(prompt)
         params = params or self.params
         if params.n != 1:
-            raise PonderError("LiveBatch runs one sequence per request: add a request n times for n samples")
+            raise PonderError(
+                "LiveBatch runs one sequence per request: add a request n times for n samples "
+                "(added at one step, they share one prefill)"
+            )
         params = dataclasses.replace(
             params,
             max_tokens=max_tokens or params.max_tokens,
@@ -193,21 +199,30 @@ class LiveBatch:
 
     def _join(self, requests: list[_Request], cache: KVCache | None) -> None:
         """Prefill each request's pending tokens, then append their rows to the batch: new requests
-        together (one left-padded prefill, as `Engine.generate` does), a resumed one on its own
-        saved rows (`cache`)."""
+        together (one left-padded prefill, as `Engine.generate` does; identical prompts, such as n
+        samples of one question, prefilled once and fanned out), a resumed one on its own saved rows
+        (`cache`)."""
         runner, device = self.engine.runner, self.engine.device
-        pending = [q.pending for q in requests]
-        longest = max(map(len, pending))
+        fan = None
         if cache is None:
-            cache = runner.new_cache(len(requests), longest + HEADROOM)
+            distinct: dict[tuple[int, ...], int] = {}
+            fan = [distinct.setdefault(tuple(q.pending), len(distinct)) for q in requests]
+            pending, starts = [list(p) for p in distinct], [0] * len(distinct)
+            cache = runner.new_cache(len(pending), max(map(len, pending)) + HEADROOM)
+        else:
+            pending, starts = [q.pending for q in requests], [q.position for q in requests]
+        longest = max(map(len, pending))
         _make_room(runner, cache, longest)
         tokens = torch.tensor([[0] * (longest - len(p)) + p for p in pending], device=device)
         valid = torch.tensor([[False] * (longest - len(p)) + [True] * len(p) for p in pending], device=device)
-        starts = torch.tensor([q.position for q in requests], device=device)[:, None]
-        positions = (starts + valid.long().cumsum(-1) - 1).clamp(min=0)
+        positions = (torch.tensor(starts, device=device)[:, None] + valid.long().cumsum(-1) - 1).clamp(min=0)
         logits = runner.forward(tokens, positions, cache, valid)
-        for q, p in zip(requests, pending, strict=True):
-            q.position += len(p)
+        if fan is not None and len(pending) < len(requests):
+            index = torch.tensor(fan, device=device)
+            cache.select(index)
+            logits = logits.index_select(0, index)
+        for q in requests:
+            q.position += len(q.pending)
             q.pending = []
         if self.cache is None:
             self.cache, self.rows, self.logits = cache, list(requests), logits
