@@ -14,9 +14,11 @@ verifier scores the chosen answer *after* choosing; it is never used to choose, 
     majority        n samples, plurality of answer keys (self-consistency; maj@n)
     best_of_n       n samples, the one a ranker scores highest (oracle or learned verifier)
     weighted_vote   n samples, answer keys weighted by the ranker's summed scores
-    budget_forcing  s1: cap the thinking at a token budget (close </think>), or extend it with "wait,"
+    budget_forcing  s1, thinking on: cap the thinking at a token budget (close </think>), or extend it
+                    with "wait,"
     revision        sequential: the model sees its previous answer and tries again
-    auto_effort     rounds of k samples; a problem stops once its leading answer is confident
+    auto_effort     greedy (thinking on) first, then samples in rounds until the leading answer is
+                    confident
 """
 
 from __future__ import annotations
