@@ -142,3 +142,4 @@ def test_report_writes_png_and_html(tmp_path):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
     page = html.read_text()
     assert "data:image/png;base64," in page and "Compute 1+1." in page
+    assert "<li>majority of 8 vs greedy: 45.0% vs 40.0% (+5.0 points)</li>" in page  # the headline

@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from ponder.report import html_table, inline_png, save_figure, write_page  # noqa: E402
 from ponder.ttc.metrics import accuracy_vs_tokens  # noqa: E402
+from ponder.ttc.scale import headline  # noqa: E402
 
 
 def scaling_chart(points: list[dict], path: str | Path, title: str = "") -> Path:
@@ -73,6 +74,9 @@ def write_report(
     if command:
         parts.append(f"<p>command: <code>{html.escape(command)}</code></p>")
     parts.append(f"<p>{result.get('problems', 0)} held-out problems.</p>")
+    lines = headline(result.get("points") or [])
+    if lines:
+        parts.append("<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>")
     if result.get("points"):
         parts.append(inline_png(scaling_chart(result["points"], out / "scaling.png")))
         cols = ["strategy", "level", "accuracy", "tokens_per_problem"]
