@@ -215,7 +215,7 @@ class Engine:
                 token, logprob, written = self._force(seq, token, logprob, params)
             self._write(seq, token, logprob, written)
             r = seq.rollout
-            if token in self.end_ids or (params.stop and self._hit_stop(r, params.stop)):
+            if self._stopped(r, params):
                 seq.done, r.finish_reason = True, "stop"
             elif last_step:
                 seq.done, r.finish_reason = True, "length"
@@ -249,6 +249,10 @@ class Engine:
         if seq.forced:
             return seq.forced.pop(0), 0.0, False
         return token, logprob, True
+
+    def _stopped(self, rollout: Rollout, params: SamplingParams) -> bool:
+        """The last token ends the sequence: an end token, or it completes a stop string."""
+        return rollout.token_ids[-1] in self.end_ids or bool(params.stop and self._hit_stop(rollout, params.stop))
 
     def _hit_stop(self, rollout: Rollout, stops: list[str]) -> bool:
         tail = self.tokenizer.decode(rollout.token_ids[-16:], skip_special_tokens=False)

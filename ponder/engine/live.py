@@ -46,7 +46,7 @@ class Event:
 class _Request:
     id: int
     seq: _Sequence
-    params: SamplingParams  # the batch's sampling rule with this request's max_tokens and stop
+    params: SamplingParams  # this request's sampling rule, max_tokens and stop strings
     position: int = 0  # position of the next token
     steps: int = 0  # tokens chosen by decoding (sampled or budget-forced; tool output not counted)
     pending: list[int] = field(default_factory=list)  # tokens to prefill when it (re-)joins
@@ -55,12 +55,7 @@ class _Request:
 class LiveBatch:
     def __init__(self, engine: Engine, params: SamplingParams | None = None, pause_on=(), seed: int = 0):
         self.engine = engine
-        self.params = params or SamplingParams()
-        if self.params.n != 1:
-            raise PonderError(
-                "LiveBatch runs one sequence per request: add a request n times for n samples "
-                "(added at one step, they share one prefill)"
-            )
+        self.params = _one_sequence(params or SamplingParams())
         self.pause_on = list(pause_on)
         self.generator = torch.Generator(device=engine.device).manual_seed(seed)
         self.cache: KVCache | None = None  # rows = self.rows, in order
@@ -83,12 +78,7 @@ class LiveBatch:
         """Queue a request; it is prefilled and joins the running batch at the next `step`. It samples
         with `params` (default: the batch's), `max_tokens` and `stop` overriding those fields."""
         ids = self.engine._encode(prompt)
-        params = params or self.params
-        if params.n != 1:
-            raise PonderError(
-                "LiveBatch runs one sequence per request: add a request n times for n samples "
-                "(added at one step, they share one prefill)"
-            )
+        params = _one_sequence(params or self.params)
         params = dataclasses.replace(
             params,
             max_tokens=max_tokens or params.max_tokens,
@@ -177,8 +167,7 @@ class LiveBatch:
 
     def _event(self, request: _Request) -> Event | None:
         seq, r, engine = request.seq, request.seq.rollout, self.engine
-        token = r.token_ids[-1]
-        if token in engine.end_ids or (request.params.stop and engine._hit_stop(r, request.params.stop)):
+        if engine._stopped(r, request.params):
             seq.done, r.finish_reason = True, "stop"
         elif request.steps >= request.params.max_tokens:
             seq.done, r.finish_reason = True, "length"
@@ -251,6 +240,15 @@ class LiveBatch:
             q.position += 1
 
 
+def _one_sequence(params: SamplingParams) -> SamplingParams:
+    if params.n != 1:
+        raise PonderError(
+            "LiveBatch runs one sequence per request: add a request n times for n samples "
+            "(added at one step, they share one prefill)"
+        )
+    return params
+
+
 def _make_room(runner, cache: KVCache, tokens: int) -> None:
     """Grow `cache` on the right so `tokens` more fit (with headroom, so this is rare)."""
     if cache.length + tokens > cache.capacity:
@@ -267,5 +265,6 @@ def _concat(runner, a: KVCache, b: KVCache) -> KVCache:
         if small.capacity < big.capacity:
             small.grow_right(big.capacity - small.capacity)
     out = a.stack(b)
-    runner.set_rope(out)
+    if len(out.cos) < out.capacity:  # `a`'s tables: recomputed only if padding outgrew them
+        runner.set_rope(out)
     return out
