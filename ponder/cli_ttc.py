@@ -214,6 +214,8 @@ def demo_compare(models: dict[str, Path], tasks: str, out: Path, per_task: int =
     """`ponder demo` stage 3: the small sweep on each model (the base and the RL-trained one), a
     report each under out/<label>, and one table side by side: where test-time compute pays on a
     model that often skips its thinking, and what RL already moved into its greedy answer."""
+    from ponder.ttc.scale import point_at
+
     results = {label: demo_scale(path, tasks, out / label, per_task, table=False) for label, path in models.items()}
     count = next(iter(results.values()))["problems"]
     table = Table(title=f"test-time compute on {count} held-out problems: accuracy and tokens per problem")
@@ -223,8 +225,8 @@ def demo_compare(models: dict[str, Path], tasks: str, out: Path, per_task: int =
     for name, strategy, level in DEMO_ROWS:
         cells = []
         for result in results.values():
-            found = [p for p in result["points"] if p["strategy"] == strategy and level in (None, p["level"])]
-            cells.append(f"{found[-1]['accuracy']:.1%}  {found[-1]['tokens_per_problem']:.0f}" if found else "-")
+            found = point_at(result["points"], strategy, level)
+            cells.append(f"{found['accuracy']:.1%}  {found['tokens_per_problem']:.0f}" if found else "-")
         table.add_row(name, *cells)
     console.print(table)
     return results

@@ -12,13 +12,13 @@ that matched maj@16's accuracy on the base; docs/test-time-compute.md has the ta
 from __future__ import annotations
 
 import argparse
-import random
 
 from ponder import model as models
 from ponder.engine import Engine, SamplingParams
 from ponder.tasks.mix import DEFAULT_MIX, TaskMix
 from ponder.ttc import strategies
 from ponder.ttc.answers import plurality
+from ponder.ttc.scale import replay_auto_effort
 
 # (label, anchored on greedy with thinking on, round size, min votes, min share)
 RULES = [
@@ -48,24 +48,10 @@ def draw(model_dir: str, problems, n: int = 16) -> dict:
 
 def replay(d: dict, anchored: bool, round_size: int, min_count: int, min_share: float, orders: int = 8):
     """(accuracy, tokens per problem) of one rule, averaged over `orders` random sample orders."""
-    acc = spent = 0.0
-    for i, first in enumerate(d["anchor"]):
-        rng = random.Random(i)
-        for _ in range(orders):
-            order = rng.sample(range(len(d["keys"][i])), len(d["keys"][i]))
-            keys = [d["keys"][i][j] for j in order]
-            correct = [d["correct"][i][j] for j in order]
-            tokens = [d["tokens"][i][j] for j in order]
-            if anchored:
-                keys, correct, tokens = [first.key, *keys], [first.correct, *correct], [first.tokens, *tokens]
-                used = strategies.auto_stop(keys, round_size, 16, min_count, min_share)
-            else:  # rounds of samples only: the first round is a whole round
-                used = round_size
-                while used < 16 and not strategies._stops(keys[:used], 16, min_count, min_share):
-                    used = min(used + round_size, 16)
-            acc += correct[plurality(keys[:used])] / orders
-            spent += sum(tokens[:used]) / orders
-    return acc / len(d["anchor"]), spent / len(d["anchor"])
+    rule = strategies.AutoRule(round_size, 16, min_count, min_share)
+    anchor = d["anchor"] if anchored else None
+    acc, tokens, _ = replay_auto_effort(d["keys"], d["correct"], d["tokens"], anchor, orders, 0, rule)
+    return acc, tokens
 
 
 def main() -> None:

@@ -232,32 +232,47 @@ def _sampled_points(cfg, wanted, keys, correct, tokens, scores, anchor) -> list[
 def _auto_replayed(cfg, keys, correct, tokens, anchor: list[strategies.Outcome]) -> dict:
     """Auto effort's stopping rule on the anchor (greedy, thinking on) followed by `cfg.trials` random
     orders of each problem's draw: up to max_n answers, the anchor and max_n - 1 of the samples."""
-    acc = spent = samples = 0.0
-    for i, first in enumerate(anchor):
-        rng = random.Random(cfg.seed + i)
-        orders = [rng.sample(range(len(keys[i])), len(keys[i])) for _ in range(cfg.trials)]
-        for order in orders:
-            ordered_keys = [first.key] + [keys[i][j] for j in order]
-            ordered_correct = [first.correct] + [correct[i][j] for j in order]
-            ordered_tokens = [first.tokens] + [tokens[i][j] for j in order]
-            used = strategies.auto_stop(ordered_keys, max_n=cfg.max_n)
-            acc += ordered_correct[plurality(ordered_keys[:used])] / len(orders)
-            spent += sum(ordered_tokens[:used]) / len(orders)
-            samples += used / len(orders)
+    rule = strategies.AUTO_RULE._replace(max_n=cfg.max_n)
+    acc, tokens_each, answers = replay_auto_effort(keys, correct, tokens, anchor, cfg.trials, cfg.seed, rule)
     count = max(1, len(keys))
-    return point("auto_effort:paired", round(samples / count, 2), acc / count, spent, count)
+    return point("auto_effort:paired", round(answers, 2), acc, tokens_each * count, count)
+
+
+def replay_auto_effort(
+    keys, correct, tokens, anchor=None, trials: int = 16, seed: int = 0, rule=strategies.AUTO_RULE
+) -> tuple[float, float, float]:
+    """(accuracy, tokens per problem, answers per problem) of an auto-effort stopping `rule` replayed
+    on drawn samples: each problem's anchor answer (greedy, thinking on; None = a rule without one,
+    first checked after a whole round) followed by `trials` random orders of its samples, averaged."""
+    acc = spent = answers = 0.0
+    for i in range(len(keys)):
+        rng = random.Random(seed + i)
+        for _ in range(trials):
+            order = rng.sample(range(len(keys[i])), len(keys[i]))
+            k, c, t = ([seq[i][j] for j in order] for seq in (keys, correct, tokens))
+            if anchor is not None:
+                k, c, t = [anchor[i].key, *k], [anchor[i].correct, *c], [anchor[i].tokens, *t]
+            first = 1 if anchor is not None else rule.round_size
+            used = strategies.auto_stop(k, *rule, first=first)
+            acc += c[plurality(k[:used])]
+            spent += sum(t[:used])
+            answers += used
+    runs = max(1, len(keys) * trials)
+    return acc / runs, spent / runs, answers / runs
+
+
+def point_at(points: list[dict], strategy: str, level=None) -> dict | None:
+    """The point of `strategy` at `level` (None: its largest level), or None if the sweep lacks it."""
+    found = [p for p in points if p["strategy"] == strategy and level in (None, p["level"])]
+    return max(found, key=lambda p: p["level"]) if found else None
 
 
 def headline(points: list[dict]) -> list[str]:
     """The sweep in a few sentences: the vote against greedy, auto effort's cost, the budget curve and
     the learned verifier against the vote (each only when the sweep has the points it needs)."""
 
-    def at(strategy: str, level=None) -> dict | None:
-        found = [p for p in points if p["strategy"] == strategy and level in (None, p["level"])]
-        return max(found, key=lambda p: p["level"]) if found else None
-
     lines = []
-    greedy, vote = at("greedy", 1), at("majority")
+    greedy, vote = point_at(points, "greedy", 1), point_at(points, "majority")
     if greedy and vote:
         gain = 100 * (vote["accuracy"] - greedy["accuracy"])
         lines.append(
@@ -265,7 +280,7 @@ def headline(points: list[dict]) -> list[str]:
             f"({gain:+.1f} points)"
         )
     for name, label in (("auto_effort", "auto effort"), ("auto_effort:paired", "auto effort, paired replay")):
-        auto = at(name)
+        auto = point_at(points, name)
         if auto and vote:
             share = auto["tokens"] / vote["tokens"] if vote["tokens"] else float("nan")
             lines.append(
@@ -276,7 +291,7 @@ def headline(points: list[dict]) -> list[str]:
     if len(caps) > 1:
         curve = " -> ".join(f"{p['accuracy']:.1%}" for p in caps)
         lines.append(f"budget forcing, thinking caps {caps[0]['level']:g} to {caps[-1]['level']:g} tokens: {curve}")
-    ranked = at("best_of_n:verifier")
+    ranked = point_at(points, "best_of_n:verifier")
     if ranked and vote:
         lines.append(
             f"learned verifier, best of {ranked['level']:g}: {ranked['accuracy']:.1%} vs majority "

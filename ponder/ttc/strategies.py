@@ -277,13 +277,15 @@ def auto_stop(
     max_n: int = AUTO_RULE.max_n,
     min_count: int = AUTO_RULE.min_count,
     min_share: float = AUTO_RULE.min_share,
+    first: int = 1,
 ) -> int:
     """How many of `keys` auto effort would use before stopping: keys[0] is the anchor's (greedy,
     thinking on), the rest samples in the order drawn; the same rule as `auto_effort`, replayed on
     answers already drawn. Samples are i.i.d., so replaying a random order of an n-sample draw is an
     exact simulation of drawing in rounds; `ponder scale` uses it to compare auto effort with maj@n on
-    the same samples (a paired comparison)."""
-    used = min(1, len(keys))
+    the same samples (a paired comparison). `first`: answers drawn before the first check (1, the
+    anchor; a rule without an anchor, as scripts/auto_effort_rule.py compares, checks after a round)."""
+    used = min(first, max_n, len(keys))
     while used < len(keys) and not _stops(list(keys[:used]), max_n, min_count, min_share):
         used = min(used + round_size, max_n, len(keys))
     return used
