@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 
 from ponder import model as models
+from ponder.cli import progress_bar
 from ponder.engine import Engine, SamplingParams
+from ponder.errors import PonderError
 from ponder.tasks.mix import DEFAULT_MIX, TaskMix
 from ponder.ttc import strategies
 from ponder.ttc.answers import plurality
@@ -34,8 +36,13 @@ RULES = [
 def draw(model_dir: str, problems, n: int = 16) -> dict:
     model, tokenizer = models.load(model_dir)
     engine = Engine(model, tokenizer)
-    groups = strategies.draw(engine, problems, SamplingParams(temperature=1.0, max_tokens=256, n=n, seed=1))
-    anchor = strategies.greedy(engine, problems, strategies.anchor_params(SamplingParams(max_tokens=256)))
+    with progress_bar() as bar:  # about 25 s a model on 2 CPU cores
+        job = bar.add_task(f"samples, {model_dir}", total=len(problems) * (n + 1), info="")
+        advance = lambda k: bar.advance(job, k)  # noqa: E731
+        params = SamplingParams(temperature=1.0, max_tokens=256, n=n, seed=1)
+        groups = strategies.draw(engine, problems, params, advance)
+        greedy = strategies.anchor_params(SamplingParams(max_tokens=256))
+        anchor = strategies.greedy(engine, problems, greedy, advance)
     return {
         "keys": [strategies.keys_of(p, g) for p, g in zip(problems, groups, strict=True)],
         "correct": [
@@ -73,4 +80,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (PonderError, OSError) as error:  # a missing model or file: say which, no traceback
+        raise SystemExit(f"error: {error}") from None

@@ -10,7 +10,9 @@ import argparse
 
 from ponder import model as models
 from ponder.assets import base_model_path
+from ponder.cli import progress_bar
 from ponder.engine import Engine, SamplingParams
+from ponder.errors import PonderError
 from ponder.tasks.mix import DEFAULT_MIX, TaskMix
 from ponder.ttc import strategies
 from ponder.ttc.answers import plurality
@@ -25,9 +27,12 @@ def main() -> None:
     model, tokenizer = models.load(args.model or base_model_path())
     engine = Engine(model, tokenizer)
     problems = TaskMix(DEFAULT_MIX).eval_set(args.per_task)
-    greedy = strategies.greedy(engine, problems, strategies.anchor_params(SamplingParams(max_tokens=256)))
-    params = SamplingParams(temperature=1.0, max_tokens=256, n=16, seed=0, force_thinking=True)
-    groups = strategies.draw(engine, problems, params)
+    with progress_bar() as bar:  # about 30 s on 2 CPU cores
+        job = bar.add_task("greedy and 16 samples", total=len(problems) * 17, info="")
+        advance = lambda k: bar.advance(job, k)  # noqa: E731
+        greedy = strategies.greedy(engine, problems, strategies.anchor_params(SamplingParams(max_tokens=256)), advance)
+        params = SamplingParams(temperature=1.0, max_tokens=256, n=16, seed=0, force_thinking=True)
+        groups = strategies.draw(engine, problems, params, advance)
     print(f"{len(problems)} problems; greedy, thinking on: {strategies.accuracy(greedy):.1%}")
     for k in (1, 2, 4, 8, 16):
         votes = [
@@ -46,4 +51,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (PonderError, OSError) as error:  # a missing model or file: say which, no traceback
+        raise SystemExit(f"error: {error}") from None

@@ -14,6 +14,7 @@ import argparse
 import json
 from collections import Counter, defaultdict
 
+from ponder.errors import PonderError
 from ponder.tasks.mix import DEFAULT_MIX, TaskMix
 from ponder.ttc.answers import plurality
 
@@ -53,4 +54,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (PonderError, OSError) as error:  # a missing model or file: say which, no traceback
+        raise SystemExit(f"error: {error}") from None
