@@ -54,7 +54,7 @@ def time_generate(model, tokenizer, texts, new_tokens) -> float:
 
 def time_engine(engine, texts, new_tokens) -> float:
     # min_thinking_tokens would alter the text; instead stop nothing: no end tokens count.
-    end_ids, engine.end_ids = engine.end_ids, set()
+    end_ids, engine.format.end_ids = engine.format.end_ids, set()
     try:
         params = SamplingParams(temperature=0, max_tokens=new_tokens)
         engine.generate(texts, SamplingParams(temperature=0, max_tokens=4))  # warm-up
@@ -62,7 +62,7 @@ def time_engine(engine, texts, new_tokens) -> float:
         groups = engine.generate(texts, params)
         elapsed = time.perf_counter() - start
     finally:
-        engine.end_ids = end_ids
+        engine.format.end_ids = end_ids
     assert all(len(g[0].token_ids) == new_tokens for g in groups)
     return elapsed
 
@@ -70,7 +70,7 @@ def time_engine(engine, texts, new_tokens) -> float:
 def time_live(engine, texts, new_tokens, arrive_every: int) -> float:
     """The running batch (engine/live.py): `arrive_every` steps apart, 8 more requests join it, as
     they would reach a server; each decodes exactly `new_tokens` tokens (no end token stops it)."""
-    end_ids, engine.end_ids = engine.end_ids, set()
+    end_ids, engine.format.end_ids = engine.format.end_ids, set()
     try:
         start = time.perf_counter()
         batch, done, step = LiveBatch(engine, SamplingParams(temperature=0, max_tokens=new_tokens)), [], 0
@@ -82,7 +82,7 @@ def time_live(engine, texts, new_tokens, arrive_every: int) -> float:
             step += 1
         elapsed = time.perf_counter() - start
     finally:
-        engine.end_ids = end_ids
+        engine.format.end_ids = end_ids
     assert all(len(r.token_ids) == new_tokens for r in done)
     return elapsed
 

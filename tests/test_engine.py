@@ -8,7 +8,7 @@ from conftest import biased_model
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from ponder.engine import Engine, SamplingParams
-from ponder.engine.engine import WAIT_TEXT
+from ponder.engine.sequence import WAIT_TEXT
 from ponder.errors import PonderError
 from ponder.format import END, THINK_CLOSE, render_prompt
 from ponder.tasks.mix import TaskMix
@@ -262,7 +262,7 @@ def test_force_thinking_forbids_skipping_the_thinking_and_nothing_else(skip_with
     params = SamplingParams(max_tokens=12, n=2, seed=0, force_thinking=True)
     for group in engine.generate(PROMPTS, params):
         for r in group:
-            assert r.token_ids[0] not in (skip_id, engine.close_id, *engine.end_ids)
+            assert r.token_ids[0] not in (skip_id, engine.format.think_close[-1], *engine.end_ids)
             assert r.thinking_tokens >= 1
             assert set(r.mask) == {1}  # the model wrote every token: it was steered, not written for
             assert r.token_ids[1] == skip_id  # from the second token on, its choice is its own again
@@ -342,10 +342,11 @@ def test_sampling_params_validation_names_the_field(field, value):
         SamplingParams(**{field: value})
 
 
-def test_unsupported_architecture_is_named(tok):
+def test_an_architecture_outside_the_llama_family_gets_the_models_own_forward(tok):
     gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=len(tok), n_positions=64))
     with pytest.raises(PonderError, match="gpt2"):
-        Engine(gpt2, tok)
+        Engine(gpt2, tok, backend="lean")
+    assert "own forward" in Engine(gpt2, tok).backend
 
 
 def test_empty_prompt_is_rejected(fresh_engine):

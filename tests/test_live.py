@@ -4,6 +4,7 @@ exactly the tokens `Engine.generate` gives for the same prefix (greedy, a traine
 from __future__ import annotations
 
 import pytest
+import torch
 
 from ponder.engine import Engine, SamplingParams
 from ponder.engine.live import LiveBatch
@@ -52,29 +53,49 @@ def test_requests_joining_a_running_batch_get_the_tokens_they_get_alone(engine):
         assert rollout.text and rollout.finish_reason in ("stop", "length")
 
 
-def test_the_batch_stays_as_long_as_its_longest_running_sequence(engine):
+def test_a_finished_sequence_frees_its_slot_for_a_waiting_one_and_no_other_row_moves(engine):
     p = sorted(prompts(), key=len)
-    batch = LiveBatch(engine, GREEDY)
-    for prompt in p[:-1]:
-        batch.add(prompt)
-    batch.add(p[-1], max_tokens=3)  # the longest leaves first: its padding must go with it
-    rows_seen = set()
+    reference = {x: g[0].token_ids for x, g in zip(p, engine.generate(p, GREEDY), strict=True)}
+    batch = LiveBatch(engine, GREEDY, max_batch=2)
+    short = batch.add(p[0], max_tokens=3)  # leaves first
+    long, late = batch.add(p[1]), batch.add(p[2])  # `late` waits: only two slots
+    batch.step()
+    slots = {q: batch.sequence(q).slot for q in (short, long)}
+    assert batch.sequence(late).status == "waiting" and sorted(slots.values()) == [0, 1]
+    keys_before = batch.pool.k[0][slots[long], :, :5].clone()
+    done = {}
     while not batch.idle:
-        batch.step()
-        if batch.rows:
-            rows_seen.add(len(batch.rows))
-            assert batch.cache.length == max(q.position for q in batch.rows)  # no all-padding slots
-    assert len(rows_seen) > 1, "the fixture's sequences should finish at different steps"
+        done.update({e.request: e.rollout for e in batch.step()})
+        if late in batch.requests and long in batch.requests and batch.sequence(late).slot is not None:
+            assert batch.sequence(late).slot == slots[short]  # it took the freed slot
+            assert batch.sequence(long).slot == slots[long]  # the running row stayed where it was
+            assert torch.equal(batch.pool.k[0][slots[long], :, :5], keys_before)
+    assert done[long].token_ids == reference[p[1]] and done[late].token_ids == reference[p[2]]
+    assert done[short].token_ids == reference[p[0]][:3] and done[short].finish_reason == "length"
 
 
-def test_the_cache_grows_when_sequences_outrun_their_room(engine, monkeypatch):
-    import ponder.engine.live as live
-
-    monkeypatch.setattr(live, "HEADROOM", 3)  # room for 3 more tokens at a time: it grows all the time
+def test_the_cache_grows_when_sequences_outrun_their_room(engine):
     p = prompts()
     reference = [g[0].token_ids for g in engine.generate(p, GREEDY)]
-    out = run(LiveBatch(engine, GREEDY), {0: [p[0]], 1: [p[1]], 4: [p[2]]})
+    batch = LiveBatch(engine, GREEDY)
+    batch.reserve(1, 8)  # room for 8 tokens: every prompt outgrows it, and decoding grows it again
+    out = run(batch, {0: [p[0]], 1: [p[1]], 4: [p[2]]})
     assert [r.token_ids for r in out.values()] == reference
+    assert batch.pool.capacity > 8
+
+
+def test_aborting_a_request_frees_its_slot_at_once_and_ends_it(engine):
+    p = prompts()
+    batch = LiveBatch(engine, GREEDY, max_batch=1)
+    first, second = batch.add(p[0]), batch.add(p[1])
+    batch.step()
+    slot = batch.sequence(first).slot
+    rollout = batch.abort(first)
+    assert rollout.finish_reason == "abort" and len(rollout.token_ids) == 1
+    events = batch.step()  # the waiting request takes the slot at the very next step
+    assert batch.sequence(second).slot == slot and batch.sequence(second).status == "running"
+    assert not events and first not in batch.requests
+    assert batch.abort("no such request") is None
 
 
 def test_a_paused_sequence_resumes_as_if_the_tool_output_had_been_in_its_prompt(engine):
@@ -164,11 +185,16 @@ def test_each_request_samples_under_its_own_rule(engine):
     greedy = {x: g[0].token_ids for x, g in zip(p, engine.generate(p, GREEDY), strict=True)}
     thinking = SamplingParams(temperature=0.0, max_tokens=40, force_thinking=True)
     forced = {x: g[0].token_ids for x, g in zip(p, engine.generate(p, thinking), strict=True)}
-    batch = LiveBatch(engine, SamplingParams(temperature=1.0, max_tokens=40), seed=3)
+    sampled = SamplingParams(temperature=1.0, max_tokens=40, seed=3)
+    alone = LiveBatch(engine, sampled)
+    alone_id = alone.add(p[2])
+    while not alone.idle:
+        alone_out = {e.request: e.rollout for e in alone.step()}
+    batch = LiveBatch(engine, sampled)
     ids = {
         "greedy": batch.add(p[0], GREEDY),
         "thinking": batch.add(p[1], thinking),
-        "sampled": batch.add(p[2]),  # the batch's rule: temperature 1
+        "sampled": batch.add(p[2]),  # the batch's rule: temperature 1, seed 3
         "capped": batch.add(p[0], SamplingParams(temperature=0.0, max_tokens=40, max_thinking_tokens=4)),
     }
     done = {}
@@ -177,20 +203,21 @@ def test_each_request_samples_under_its_own_rule(engine):
     assert done[ids["greedy"]].token_ids == greedy[p[0]]
     assert done[ids["thinking"]].token_ids == forced[p[1]]
     assert done[ids["capped"]].thinking_tokens <= 4
-    assert done[ids["sampled"]].finish_reason in ("stop", "length")
+    # sampled under its own seed: the same tokens as alone, and not the greedy ones
+    assert done[ids["sampled"]].token_ids == alone_out[alone_id].token_ids
+    assert done[ids["sampled"]].token_ids != greedy[p[2]]
 
 
 def test_n_samples_of_one_prompt_share_one_prefill(engine, monkeypatch):
     p = prompts()[0]
     prefilled = []
-    forward = engine.runner.forward
+    prefill = engine.runner.prefill
 
-    def counting(tokens, positions, cache, valid):
-        if tokens.shape[1] > 1:
-            prefilled.append(tokens.shape[0])
-        return forward(tokens, positions, cache, valid)
+    def counting(pool, slots, chunks, starts):
+        prefilled.append(len(slots))
+        return prefill(pool, slots, chunks, starts)
 
-    monkeypatch.setattr(engine.runner, "forward", counting)
+    monkeypatch.setattr(engine.runner, "prefill", counting)
     batch = LiveBatch(engine, GREEDY)
     ids = [batch.add(p) for _ in range(4)]
     done = {}

@@ -133,7 +133,7 @@ def test_budget_forcing_caps_thinking_with_a_real_model(model, tok):
         r = o.rollout
         assert r.thinking_tokens <= 5
         assert "</think>" in r.text  # forced closed even though a random model never closes it
-        closed_at = r.token_ids.index(engine.close_id)
+        closed_at = r.token_ids.index(engine.format.think_close[-1])
         assert r.mask[closed_at] == 0
     # min_thinking_tokens: a model told to stop at once is made to go on ("wait,")
     longer = budget_forcing(engine, problems, None, 8, params=dataclasses.replace(params, max_tokens=16))

@@ -1,8 +1,29 @@
-"""ponder's sampling engine (engine.py: how a call runs; live.py: the running batch that requests join
-and sequences pause in for tools)."""
+"""ponder's sampling engine.
 
-from ponder.engine.engine import Engine, Rollout
+chat_format.py  messages -> prompt ids with the model's own template; completion -> thinking / answer / tools
+sequence.py     one request's decode state (thinking phase, budgets, stop, pause) and its Rollout
+sampling.py     sampling parameters and the per-row seeded token choice
+runner.py       the lean Llama-family forward over a pool of KV slots; hf_runner.py: any other causal LM
+live.py         the one decode loop: requests join, leave, pause for tools and abort between steps
+engine.py       Engine: model + format + backend; `generate` = add the requests, step until done
+client.py       AsyncEngineClient: a background thread steps the loop; async token deltas, abort
+"""
+
+from ponder.engine.chat_format import ChatFormat, ParsedCompletion, Phase, ToolCall
+from ponder.engine.engine import Engine
 from ponder.engine.live import Event, LiveBatch
 from ponder.engine.sampling import SamplingParams
+from ponder.engine.sequence import Rollout, Sequence
 
-__all__ = ["Engine", "Event", "LiveBatch", "Rollout", "SamplingParams"]
+__all__ = [
+    "ChatFormat",
+    "Engine",
+    "Event",
+    "LiveBatch",
+    "ParsedCompletion",
+    "Phase",
+    "Rollout",
+    "SamplingParams",
+    "Sequence",
+    "ToolCall",
+]

@@ -1,270 +1,291 @@
-"""A running batch that requests join between steps and sequences leave and re-enter (tool calls).
+"""The one decode loop: a running batch that requests join between steps, leave when done, pause in
+for a tool and abort from. `Engine.generate`, RL rollouts, the tool loop, the async client and the
+server all drive it.
 
-    batch = LiveBatch(engine, SamplingParams(temperature=0), pause_on=["</tool_call>"])
-    a = batch.add("<|user|>What is 7+8?...")        # joins at the next step
-    for event in batch.step():                      # one token for every running sequence
-        if event.kind == "paused":                  # it wrote "</tool_call>": run the tool, then
-            batch.resume(event.request, output)     # the output is written for it (mask 0)
+    batch = LiveBatch(engine, max_batch=64)
+    a = batch.add(prompt_ids, SamplingParams(temperature=0, tools=True))   # waits for a free slot
+    for event in batch.step():                  # prefill whoever joins, one token for every row
+        if event.kind == "paused":              # it wrote "</tool_call>": run the tool, then
+            batch.resume(event.request, output) # the output is written for it (mask 0)
         elif event.kind == "finished":
             event.rollout.text
-    b = batch.add(...)                              # a late request joins the same running batch
+    batch.abort(a)                              # its slot is free for the next waiting request
 
-`Engine.generate` is the closed form (a fixed set of prompts, n samples sharing each prefill); this
-is the open one a server and the tool loop need. The mechanism is the KV cache's row surgery: a
-joining sequence is prefilled alone (its prompt, or a paused sequence's tool output on top of its
-own saved rows), then both caches are left-padded to a common length and concatenated. Positions
-are per row and RoPE is applied before caching, so shifting a row's slots changes nothing it
-computes: a sequence's tokens are the same whether it ran alone, joined late, or paused and resumed
-(tests check this against `Engine.generate` on the same prefix). Sampling rule (temperature, top-p,
-thinking budgets, thinking on) is per request, like max_tokens and stop strings; rows that share one
-are sampled together.
+Each request holds one slot of the KV pool (`runner.KVPool`) from the step it joins until it
+finishes or is aborted (a paused one keeps its slot and its keys: resuming runs only the tool's
+output). Joining writes the new row, leaving frees it; no other row's cache moves. Requests beyond
+`max_batch` wait in a queue, first come first served. Identical prompts that join at one step (n
+samples of a question) are prefilled once and the keys copied to their slots.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+import heapq
+import random
+from collections import deque
+from dataclasses import dataclass
 
 import torch
 
-from ponder.engine.engine import Engine, Rollout, _Sequence
-from ponder.engine.runner import KVCache
-from ponder.engine.sampling import SamplingParams, choose_tokens
+from ponder.engine.sampling import RowRules, SamplingParams, choose_tokens, mix_seed
+from ponder.engine.sequence import Rollout, Sequence
 from ponder.errors import PonderError
 
-HEADROOM = 64  # cache slots added at a time when a batch runs out of room (fewer reallocations)
+GROWTH = 2  # the pool grows by this factor when a sequence outruns it (rare reallocations)
 
 
 @dataclass
 class Event:
-    request: int
+    request: object  # the request id
     kind: str  # "finished" or "paused"
     rollout: Rollout
 
 
-@dataclass
-class _Request:
-    id: int
-    seq: _Sequence
-    params: SamplingParams  # this request's sampling rule, max_tokens and stop strings
-    position: int = 0  # position of the next token
-    steps: int = 0  # tokens chosen by decoding (sampled or budget-forced; tool output not counted)
-    pending: list[int] = field(default_factory=list)  # tokens to prefill when it (re-)joins
-
-
 class LiveBatch:
-    def __init__(self, engine: Engine, params: SamplingParams | None = None, pause_on=(), seed: int = 0):
+    def __init__(
+        self,
+        engine,
+        params: SamplingParams | None = None,
+        max_batch: int | None = None,
+        pause_on: tuple[str, ...] = (),
+        seed: int | None = None,
+    ):
+        """`params`: the default rule of requests added without one; `pause_on`: strings that pause a
+        sequence that writes them (with `params.tools`, "</tool_call>" does); `seed`: the default
+        seed of requests whose params have none (each gets its own stream from it)."""
         self.engine = engine
         self.params = _one_sequence(params or SamplingParams())
-        self.pause_on = list(pause_on)
-        self.generator = torch.Generator(device=engine.device).manual_seed(seed)
-        self.cache: KVCache | None = None  # rows = self.rows, in order
-        self.rows: list[_Request] = []
-        self.logits: torch.Tensor | None = None  # (rows, vocab): each row's next-token logits
-        self.joining: list[tuple[_Request, KVCache | None]] = []
-        self.paused: dict[int, tuple[_Request, KVCache]] = {}
+        self.pause_on = tuple(pause_on)
+        self.seed = seed
+        self.max_batch = max_batch or engine.max_batch
+        self.pool = engine.runner.new_pool()
+        self.free: list[int] = []  # a heap of free slots: the lowest first keeps the batch dense
+        self.slots_made = 0  # slots [0, slots_made) have been handed out at least once
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []
+        self.logits: torch.Tensor | None = None  # (running, vocab): each row's next-token logits
+        self.resumed: list[Sequence] = []
+        self.paused: dict[object, Sequence] = {}
+        self.requests: dict[object, Sequence] = {}
         self.next_id = 0
+        self.added = 0
+        self.rules: RowRules | None = None  # the running rows' sampling rules (rebuilt on change)
         engine.runner.refresh()
 
-    # --- requests ---------------------------------------------------------------------------------
+    # --- requests -----------------------------------------------------------------------------------
 
     def add(
         self,
         prompt: str | list[int],
         params: SamplingParams | None = None,
+        request_id=None,
+        prompt_index: int = 0,
+        sample_index: int = 0,
         max_tokens: int | None = None,
         stop: list[str] | None = None,
-    ) -> int:
-        """Queue a request; it is prefilled and joins the running batch at the next `step`. It samples
-        with `params` (default: the batch's), `max_tokens` and `stop` overriding those fields."""
-        ids = self.engine._encode(prompt)
-        params = _one_sequence(params or self.params)
-        params = dataclasses.replace(
-            params,
-            max_tokens=max_tokens or params.max_tokens,
-            stop=list(params.stop if stop is None else stop),
-        )
-        request = _Request(self.next_id, _Sequence(Rollout(self.next_id, ids)), params, pending=ids)
-        self.next_id += 1
-        self.joining.append((request, None))
-        return request.id
+    ):
+        """Queue one sequence; it joins the running batch at the next `step` with a free slot.
 
-    def resume(self, request_id: int, text: str | list[int]) -> None:
-        """Re-enter a paused sequence with `text` written for it (a tool's output: mask 0, never
-        trained on); it continues from there at the next `step`."""
+        Its random stream is `params.seed` mixed with (prompt_index, sample_index), so a request with
+        a seed gets the same tokens alone or among any batch mates."""
+        params = _one_sequence(params or self.params)
+        if max_tokens is not None or stop is not None:
+            params = SamplingParams(**{**vars(params), "max_tokens": max_tokens or params.max_tokens,
+                                       "stop": list(params.stop if stop is None else stop)})  # fmt: skip
+        if request_id is None:
+            request_id, self.next_id = self.next_id, self.next_id + 1
+        if request_id in self.requests:
+            raise PonderError(f"request id {request_id!r} is already in this batch")
+        self.added += 1
+        seed = params.seed
+        if seed is None:
+            seed = random.randrange(2**62) if self.seed is None else mix_seed(self.seed, self.added)
+        seq = Sequence(
+            request_id,
+            self.engine.encode(prompt),
+            params,
+            self.engine.format,
+            mix_seed(seed, prompt_index, sample_index),
+            prompt_index,
+            self.pause_on,
+        )
+        self.requests[request_id] = seq
+        self.waiting.append(seq)
+        return request_id
+
+    def resume(self, request_id, output: str | list[int]) -> None:
+        """Re-enter a paused sequence with `output` written for it (a tool's output: mask 0, never
+        trained on, not counted against max_tokens); it continues at the next `step`."""
         if request_id not in self.paused:
-            raise PonderError(f"request {request_id} is not paused; paused: {sorted(self.paused) or 'none'}")
-        request, cache = self.paused.pop(request_id)
-        if isinstance(text, str):  # "" is a fine output (a tool that printed nothing)
-            ids = self.engine.tokenizer.encode(text, add_special_tokens=False)
-        else:
-            ids = list(text)
-        for token in ids:  # written for the model: in the rollout, masked out of the loss
-            self.engine._write(request.seq, token, 0.0, written=False)
-        request.pending += ids  # after the token it paused on, which the cache has not seen yet
-        self.joining.append((request, cache))
+            raise PonderError(f"request {request_id!r} is not paused; paused: {sorted(map(str, self.paused)) or 'none'}")
+        seq = self.paused.pop(request_id)
+        ids = self.engine.encode(output, allow_empty=True) if isinstance(output, str) else list(output)
+        for token in ids:
+            seq.write(token, 0.0, written=False, decoded=False)
+        seq.pending += ids  # after the token it paused on, which the cache has not seen yet
+        seq.rollout.tool_calls += 1
+        self.resumed.append(seq)
+
+    def abort(self, request_id) -> Rollout | None:
+        """Stop a request wherever it is (waiting, running, paused); its slot is free at once."""
+        seq = self.requests.pop(request_id, None)
+        if seq is None:
+            return None
+        if seq in self.waiting:
+            self.waiting.remove(seq)
+        if seq in self.resumed:
+            self.resumed.remove(seq)
+        self.paused.pop(request_id, None)
+        if seq.status == "running":
+            keep = [i for i, s in enumerate(self.running) if s is not seq]
+            self._keep(keep)
+        self._release(seq)
+        return seq.finish("abort")
 
     @property
     def idle(self) -> bool:
         """Nothing running and nothing waiting to join (paused sequences wait for `resume`)."""
-        return not self.rows and not self.joining
+        return not self.running and not self.waiting and not self.resumed
 
-    # --- one step ---------------------------------------------------------------------------------
+    def sequence(self, request_id) -> Sequence | None:
+        return self.requests.get(request_id)
+
+    # --- one step -----------------------------------------------------------------------------------
 
     @torch.inference_mode()
     def step(self) -> list[Event]:
         """Prefill whoever joins, then choose one token for every running sequence; return the
         sequences that finished or paused at this step (they leave the batch)."""
-        new = [q for q, cache in self.joining if cache is None]
-        if new:
-            self._join(new, None)
-        for request, cache in self.joining:
-            if cache is not None:
-                self._join([request], cache)
-        self.joining = []
-        if not self.rows:
+        self._admit()
+        if not self.running:
             return []
-        sampled, logprobs = self._choose()
-        chosen = [
-            self._append(q, token, logprob)
-            for q, token, logprob in zip(self.rows, sampled.tolist(), logprobs.tolist(), strict=True)
-        ]
-        events = [e for e in map(self._event, self.rows) if e is not None]
-        left = {e.request for e in events}
-        for i, q in enumerate(self.rows):
-            if q.id in left and not q.seq.done:  # paused: its rows wait aside; the token it just
-                self.paused[q.id] = (q, self.cache.take([i]))  # wrote is fed when it resumes
-                q.pending = [chosen[i]]
-        self._feed([i for i, q in enumerate(self.rows) if q.id not in left], chosen)
+        if self.rules is None:
+            self.rules = RowRules.of([s.params for s in self.running], [s.seed for s in self.running], self.logits.device)
+        counters = torch.tensor([len(s.rollout.token_ids) for s in self.running], device=self.logits.device)
+        sampled, logprobs = choose_tokens(self._steer(self.logits), self.rules, counters)
+        events, keep, chosen = [], [], []
+        for i, (seq, token, logprob) in enumerate(zip(self.running, sampled.tolist(), logprobs.tolist(), strict=True)):
+            token, logprob, written = seq.choose(token, logprob)
+            seq.write(token, logprob, written)
+            outcome = seq.outcome()
+            if outcome is None:
+                keep.append(i)
+                chosen.append(token)
+            elif outcome == "paused":
+                seq.status, seq.pending = "paused", [token]  # the token it wrote is fed when it resumes
+                self.paused[seq.id] = seq
+                events.append(Event(seq.id, "paused", seq.rollout))
+            else:
+                self.requests.pop(seq.id, None)
+                self._release(seq)
+                events.append(Event(seq.id, "finished", seq.finish()))
+        self._keep(keep)
+        if self.running:
+            self._decode(chosen)
         return events
 
-    def _choose(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """One token per row, each request under its own sampling rule: rows that share a rule are
-        sampled together (one call for the usual case of a single rule)."""
-        logits = self.logits
-        thinking_on = [q.params.force_thinking for q in self.rows]
-        if any(thinking_on):
-            logits = self.engine._forbid_skipping(logits, [q.seq for q in self.rows], only=thinking_on)
-        groups: dict[tuple, list[int]] = {}
-        for i, q in enumerate(self.rows):
-            groups.setdefault((q.params.temperature, q.params.top_p, q.params.top_k), []).append(i)
-        if len(groups) == 1:
-            return choose_tokens(logits, self.rows[0].params, self.generator)
-        tokens = torch.empty(len(self.rows), dtype=torch.long, device=logits.device)
-        logprobs = torch.empty(len(self.rows), device=logits.device)
-        for rows in groups.values():
-            index = torch.tensor(rows, device=logits.device)
-            tokens[index], logprobs[index] = choose_tokens(logits[index], self.rows[rows[0]].params, self.generator)
-        return tokens, logprobs
+    def _steer(self, logits: torch.Tensor) -> torch.Tensor:
+        """Thinking on: rows that must think may not begin the end of thinking ("\n</think>", or the
+        marker itself) or end the answer."""
+        rows = [i for i, s in enumerate(self.running) if s.must_think]
+        if not rows:
+            return logits
+        fmt = self.engine.format
+        banned = torch.tensor([fmt.newline[0], fmt.think_close[0], *fmt.end_ids], device=logits.device)
+        logits = logits.clone()
+        logits[torch.tensor(rows, device=logits.device)[:, None], banned[None, :]] = float("-inf")
+        return logits
 
-    def _append(self, request: _Request, token: int, logprob: float) -> int:
-        """The token this row writes: the sample, or what budget forcing writes instead."""
-        seq, engine = request.seq, self.engine
-        token, logprob, written = engine._force(seq, token, logprob, request.params)
-        request.steps += 1
-        engine._write(seq, token, logprob, written)
-        return token
+    def _decode(self, chosen: list[int]) -> None:
+        """Run the tokens just chosen (next step's logits); every row writes at its own position."""
+        self._make_room(max(s.position for s in self.running) + 1)
+        slots = [s.slot for s in self.running]
+        positions = [s.position for s in self.running]
+        self.logits = self.engine.runner.decode(self.pool, slots, chosen, positions)
+        for s in self.running:
+            s.position += 1
 
-    def _event(self, request: _Request) -> Event | None:
-        seq, r, engine = request.seq, request.seq.rollout, self.engine
-        if engine._stopped(r, request.params):
-            seq.done, r.finish_reason = True, "stop"
-        elif request.steps >= request.params.max_tokens:
-            seq.done, r.finish_reason = True, "length"
-        elif any(self._newly_written(r, s) for s in self.pause_on):
-            return Event(request.id, "paused", r)
-        if seq.done:
-            engine._finish(seq, request.params)
-            return Event(request.id, "finished", r)
-        return None
+    # --- joining and leaving ------------------------------------------------------------------------
 
-    def _newly_written(self, rollout: Rollout, text: str) -> bool:
-        """`text` is completed by the last token (not merely still in view after a resume)."""
-        start = max(0, len(rollout.token_ids) - 16)
-        decode = self.engine.tokenizer.decode
-        return text in decode(rollout.token_ids[start:]) and text not in decode(rollout.token_ids[start:-1])
+    def _admit(self) -> None:
+        """Resumed sequences re-enter on their own slot; waiting ones take free slots while there are."""
+        joining = self.resumed
+        self.resumed = []
+        while self.waiting and (self.free or self.slots_made < self.max_batch):
+            seq = self.waiting.popleft()
+            seq.slot = self._take_slot()
+            joining.append(seq)
+        if joining:
+            self._prefill(joining)
 
-    # --- cache surgery ----------------------------------------------------------------------------
+    def _prefill(self, joining: list[Sequence]) -> None:
+        """One prefill for every joiner; identical new prompts run once and their keys are copied."""
+        first: dict[tuple[int, ...], Sequence] = {}
+        runs, copies = [], []
+        for seq in joining:
+            key = tuple(seq.pending) if seq.position == 0 else None
+            if key is not None and key in first:
+                copies.append((first[key], seq))
+            else:
+                runs.append(seq)
+                if key is not None:
+                    first[key] = seq
+        self._make_room(max(s.position + len(s.pending) for s in runs) + 1)
+        logits = self.engine.runner.prefill(
+            self.pool, [s.slot for s in runs], [s.pending for s in runs], [s.position for s in runs]
+        )
+        row_of = {id(s): i for i, s in enumerate(runs)}
+        for src, dst in copies:
+            self.pool.copy(src.slot, dst.slot, len(src.pending))
+            row_of[id(dst)] = row_of[id(src)]
+        order = torch.tensor([row_of[id(s)] for s in joining], device=logits.device)
+        for seq in joining:
+            seq.position += len(seq.pending)
+            seq.pending, seq.status = [], "running"
+        new_logits = logits.index_select(0, order)
+        self.logits = new_logits if self.logits is None or not self.running else torch.cat([self.logits, new_logits])
+        self.running += joining
+        self.rules = None
 
-    def _join(self, requests: list[_Request], cache: KVCache | None) -> None:
-        """Prefill each request's pending tokens, then append their rows to the batch: new requests
-        together (one left-padded prefill, as `Engine.generate` does; identical prompts, such as n
-        samples of one question, prefilled once and fanned out), a resumed one on its own saved rows
-        (`cache`)."""
-        runner, device = self.engine.runner, self.engine.device
-        fan = None
-        if cache is None:
-            distinct: dict[tuple[int, ...], int] = {}
-            fan = [distinct.setdefault(tuple(q.pending), len(distinct)) for q in requests]
-            pending, starts = [list(p) for p in distinct], [0] * len(distinct)
-            cache = runner.new_cache(len(pending), max(map(len, pending)) + HEADROOM)
-        else:
-            pending, starts = [q.pending for q in requests], [q.position for q in requests]
-        longest = max(map(len, pending))
-        _make_room(runner, cache, longest)
-        tokens = torch.tensor([[0] * (longest - len(p)) + p for p in pending], device=device)
-        valid = torch.tensor([[False] * (longest - len(p)) + [True] * len(p) for p in pending], device=device)
-        positions = (torch.tensor(starts, device=device)[:, None] + valid.long().cumsum(-1) - 1).clamp(min=0)
-        logits = runner.forward(tokens, positions, cache, valid)
-        if fan is not None and len(pending) < len(requests):
-            index = torch.tensor(fan, device=device)
-            cache.select(index)
-            logits = logits.index_select(0, index)
-        for q in requests:
-            q.position += len(q.pending)
-            q.pending = []
-        if self.cache is None:
-            self.cache, self.rows, self.logits = cache, list(requests), logits
+    def _keep(self, keep: list[int]) -> None:
+        """Drop the rows not in `keep` from the running list (their slots are handled by the caller)."""
+        if len(keep) == len(self.running):
             return
-        self.cache = _concat(runner, self.cache, cache)
-        self.rows += requests
-        self.logits = torch.cat([self.logits, logits])
+        self.running = [self.running[i] for i in keep]
+        self.logits = self.logits[keep] if keep else None
+        self.rules = None
 
-    def _feed(self, keep: list[int], chosen: list[int]) -> None:
-        """Drop the rows that left, then run the chosen tokens of the rest (next step's logits)."""
-        if len(keep) < len(self.rows):
-            if not keep:
-                self.cache, self.rows, self.logits = None, [], None
-                return
-            self.cache = self.cache.take(keep)
-            self.cache.trim_left()
-            self.rows = [self.rows[i] for i in keep]
-            chosen = [chosen[i] for i in keep]
-        device = self.engine.device
-        _make_room(self.engine.runner, self.cache, 1)
-        tokens = torch.tensor(chosen, device=device)[:, None]
-        positions = torch.tensor([q.position for q in self.rows], device=device)[:, None]
-        new_valid = torch.ones_like(tokens, dtype=torch.bool)
-        self.logits = self.engine.runner.forward(tokens, positions, self.cache, new_valid)
-        for q in self.rows:
-            q.position += 1
+    def reserve(self, rows: int, capacity: int) -> None:
+        """Size the pool up front (a caller that knows its batch: `Engine.generate`)."""
+        self.pool.allocate(min(rows, self.max_batch), capacity)
+
+    def _take_slot(self) -> int:
+        if not self.free:
+            rows = self.pool.rows if self.pool.rows > self.slots_made else self._grow_rows()
+            self.free = list(range(self.slots_made, rows))
+            self.slots_made = rows
+        return heapq.heappop(self.free)
+
+    def _grow_rows(self) -> int:
+        rows = min(self.max_batch, max(self.pool.rows * GROWTH, self.pool.rows + len(self.waiting) + 1))
+        self.pool.allocate(rows, max(self.pool.capacity, 64))
+        return rows
+
+    def _release(self, seq: Sequence) -> None:
+        if seq.slot is not None:
+            self.pool.release(seq.slot)
+            heapq.heappush(self.free, seq.slot)
+            seq.slot = None
+
+    def _make_room(self, length: int) -> None:
+        if length > self.pool.capacity:
+            self.pool.allocate(self.pool.rows, max(length, self.pool.capacity * GROWTH))
 
 
 def _one_sequence(params: SamplingParams) -> SamplingParams:
     if params.n != 1:
         raise PonderError(
-            "LiveBatch runs one sequence per request: add a request n times for n samples "
-            "(added at one step, they share one prefill)"
+            "LiveBatch runs one sequence per request: add a request n times with sample_index 0..n-1 "
+            "for n samples (added at one step, they share one prefill)"
         )
     return params
-
-
-def _make_room(runner, cache: KVCache, tokens: int) -> None:
-    """Grow `cache` on the right so `tokens` more fit (with headroom, so this is rare)."""
-    if cache.length + tokens > cache.capacity:
-        cache.grow_right(cache.length + tokens + HEADROOM - cache.capacity)
-        runner.set_rope(cache)
-
-
-def _concat(runner, a: KVCache, b: KVCache) -> KVCache:
-    """Rows of `a` then rows of `b`, left-padded to a common length and sized to a common capacity."""
-    for short, long in ((a, b), (b, a)):
-        if short.length < long.length:
-            short.pad_left(long.length - short.length)
-    for small, big in ((a, b), (b, a)):
-        if small.capacity < big.capacity:
-            small.grow_right(big.capacity - small.capacity)
-    out = a.stack(b)
-    if len(out.cos) < out.capacity:  # `a`'s tables: recomputed only if padding outgrew them
-        runner.set_rope(out)
-    return out

@@ -1,34 +1,38 @@
-"""A lean forward pass for Llama-family decoders over a preallocated KV cache.
+"""A lean forward pass for Llama-family decoders over a pool of KV-cache slots.
 
 Hugging Face's forward is general (cache classes, mask builders, hooks); at tiny model sizes and in
 the decode loop that generality costs more than the matmuls. This runner reads the *same*
 parameter tensors as the HF module (no copy, so an RL update is visible at once; only the fused
-QKV / gate-up weights are rebuilt by `refresh()`) and does just the math:
+QKV / gate-up weights are rebuilt, once per weight version) and does just the math:
 
     x = embed(tokens)
     for each layer:  x += o(attn(rope(q), rope(k), v))  ;  x += down(silu(gate) * up)
-    logits = lm_head(norm(x[:, -1]))          # only the last position: that is all sampling needs
+    logits = lm_head(norm(x[last real token]))        # only what sampling needs
+
+The KV cache is a pool of slots: row r of every layer's (rows, kv_heads, capacity + 1, head_dim)
+tensor belongs to one sequence, its keys at their own positions 0, 1, 2, ... A sequence joining or
+leaving writes or frees its own row and moves no other row (no left padding, no concatenation).
+Decode runs rows [0, hi) of the pool as one batch; rows that are free or paused this step write to
+the spare slot at index `capacity`, which no one attends to.
 
 Supported: the Llama layout (q/k/v/o_proj, gate/up/down_proj, two RMSNorms), which covers Llama,
-Qwen2 / Qwen2.5 (QKV bias), Qwen3 (q_norm / k_norm) and Mistral. Rotary embeddings come from the
-model's own `rotary_emb`, so every RoPE scaling type the checkpoint declares is honoured.
+Qwen2 / Qwen2.5 (QKV bias), Qwen3 (q_norm / k_norm) and Mistral; LoRA adapters through `peft` are
+folded into the fused weights. Rotary embeddings come from the model's own `rotary_emb`, so every
+RoPE scaling type the checkpoint declares is honoured.
 """
 
 from __future__ import annotations
 
-import copy
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-from ponder.errors import PonderError
-
 SUPPORTED = ("llama", "qwen2", "qwen3", "mistral")
 
 
 class _Layer(NamedTuple):
-    """One decoder layer's tensors, gathered once per `refresh` (no module calls in the hot loop)."""
+    """One decoder layer's tensors, gathered once per weight version (no module calls in the hot loop)."""
 
     ln1: torch.nn.Module
     qkv: torch.Tensor
@@ -43,173 +47,175 @@ class _Layer(NamedTuple):
     scale: float  # what is left of the attention scale after folding it into the queries
 
 
-class KVCache:
-    """Per-layer key/value tensors (B, kv_heads, capacity, head_dim) and a key-validity mask."""
+class KVPool:
+    """Slots of KV cache, one row per sequence: (rows, kv_heads, capacity + 1, head_dim) per layer,
+    plus an additive key bias (0 = a key this row may see, -inf = not). Index `capacity` is the
+    spare slot that idle rows write to and no one reads."""
 
-    def __init__(self, layers: int, batch: int, kv_heads: int, capacity: int, head_dim: int, like):
-        shape = (batch, kv_heads, capacity, head_dim)
-        self.k = [torch.zeros(shape, dtype=like.dtype, device=like.device) for _ in range(layers)]
-        self.v = [torch.zeros(shape, dtype=like.dtype, device=like.device) for _ in range(layers)]
-        self.valid = torch.zeros(batch, capacity, dtype=torch.bool, device=like.device)
-        # the same, as an additive attention bias (0 or -inf), kept up to date as slots fill
-        self.bias = torch.full((batch, capacity), float("-inf"), dtype=like.dtype, device=like.device)
-        self.length = 0  # slots filled so far (the same for every row: rows are left-padded)
+    def __init__(self, runner: LlamaRunner):
+        self.runner = runner
+        self.rows = self.capacity = 0
+        self.k: list[torch.Tensor] = []
+        self.v: list[torch.Tensor] = []
 
-    @property
-    def capacity(self) -> int:
-        return self.valid.shape[1]
+    @torch.inference_mode()
+    def allocate(self, rows: int, capacity: int) -> None:
+        """Make room for `rows` sequences of `capacity` tokens each, keeping what the pool holds
+        (a rare reallocation: callers grow it geometrically)."""
+        rows, capacity = max(rows, self.rows), max(capacity, self.capacity)
+        if (rows, capacity) == (self.rows, self.capacity):
+            return
+        r = self.runner
+        like = r.core.embed_tokens.weight
+        shape = (rows, r.kv_heads, capacity + 1, r.head_dim)  # + 1: the spare slot
+        k = [torch.zeros(shape, dtype=like.dtype, device=like.device) for _ in r.core.layers]
+        v = [torch.zeros(shape, dtype=like.dtype, device=like.device) for _ in r.core.layers]
+        bias = torch.full((rows, capacity + 1), float("-inf"), dtype=like.dtype, device=like.device)
+        bias[:, 0] = 0.0  # a free row attends to slot 0 (garbage, but no empty softmax, no NaN)
+        if self.rows:
+            old_r, old_c = self.rows, self.capacity
+            for new, old in zip(k + v, self.k + self.v, strict=True):
+                new[:old_r, :, :old_c] = old[:, :, :old_c]
+            bias[:old_r, :old_c] = self.bias[:, :old_c]
+        self.k, self.v, self.bias = k, v, bias
+        self.rows, self.capacity = rows, capacity
+        positions = torch.arange(capacity + 1, device=like.device)[None]
+        cos, sin = r.core.rotary_emb(like[:1, None], positions)
+        half = r.head_dim // 2
+        self.cos = cos[0]  # (capacity + 1, head_dim): RoPE tables made once, then only indexed
+        self.sin_signed = torch.cat([-sin[0, :, :half], sin[0, :, half:]], dim=-1)
 
-    def select(self, rows: torch.Tensor) -> None:
-        """Keep only `rows` (compacting finished sequences away, or fanning a prefill out to n)."""
-        self.k = [k.index_select(0, rows) for k in self.k]
-        self.v = [v.index_select(0, rows) for v in self.v]
-        self.valid = self.valid.index_select(0, rows)
-        self.bias = self.bias.index_select(0, rows)
+    @torch.inference_mode()
+    def release(self, slot: int) -> None:
+        """Forget a slot's keys (it is free for the next sequence)."""
+        self.bias[slot] = float("-inf")
+        self.bias[slot, 0] = 0.0
 
-    # Row surgery for a running batch (engine/live.py). Slots can move: a row's positions, and so
-    # its RoPE, were fixed when its keys were written, so padding slots never changes what it sees.
-
-    def take(self, rows: list[int]) -> KVCache:
-        """A new cache of just `rows` (this one is left as it is)."""
-        out = copy.copy(self)
-        out.select(torch.tensor(rows, device=self.valid.device))
-        return out
-
-    def pad_left(self, n: int) -> None:
-        """`n` empty slots before every row's first one (to line rows up with a longer batch)."""
-        self._pad(n, left=True)
-        self.length += n
-
-    def grow_right(self, n: int) -> None:
-        """`n` more free slots at the end (room for more tokens)."""
-        self._pad(n, left=False)
-
-    def trim_left(self) -> None:
-        """Drop the leading slots no row uses any more (left there by a longer row that has left),
-        so a long-running batch does not attend over ever more padding."""
-        used = self.valid[:, : self.length].any(0).nonzero()
-        first = int(used[0]) if len(used) else self.length
-        if first:
-            self.k = [k[:, :, first:] for k in self.k]
-            self.v = [v[:, :, first:] for v in self.v]
-            self.valid, self.bias = self.valid[:, first:], self.bias[:, first:]
-            self.length -= first
-
-    def stack(self, other: KVCache) -> KVCache:
-        """This cache's rows, then `other`'s (the same length and capacity)."""
-        if (self.length, self.capacity) != (other.length, other.capacity):
-            raise ValueError("stack: caches must be padded to the same length and capacity first")
-        out = copy.copy(self)
-        out.k = [torch.cat(pair) for pair in zip(self.k, other.k, strict=True)]
-        out.v = [torch.cat(pair) for pair in zip(self.v, other.v, strict=True)]
-        out.valid = torch.cat([self.valid, other.valid])
-        out.bias = torch.cat([self.bias, other.bias])
-        return out
-
-    def _pad(self, n: int, left: bool) -> None:
-        def pad(t: torch.Tensor, value, dim: int) -> torch.Tensor:
-            shape = list(t.shape)
-            shape[dim] = n
-            filler = torch.full(shape, value, dtype=t.dtype, device=t.device)
-            return torch.cat([filler, t] if left else [t, filler], dim=dim)
-
-        self.k = [pad(k, 0.0, 2) for k in self.k]
-        self.v = [pad(v, 0.0, 2) for v in self.v]
-        self.valid = pad(self.valid, False, 1)
-        self.bias = pad(self.bias, float("-inf"), 1)
+    @torch.inference_mode()
+    def copy(self, src: int, dst: int, length: int) -> None:
+        """Give slot `dst` the first `length` keys of slot `src` (n samples sharing one prefill)."""
+        for t in self.k + self.v:
+            t[dst, :, :length] = t[src, :, :length]
+        self.bias[dst] = self.bias[src]
 
 
 class LlamaRunner:
+    name = "lean Llama-family runner"
+
     def __init__(self, model):
-        model_type = getattr(model.config, "model_type", "?")
-        if model_type not in SUPPORTED:
-            raise PonderError(
-                f"the engine runs the Llama family {SUPPORTED}; this checkpoint is {model_type!r}. "
-                "Convert it or open an issue naming the architecture."
-            )
         self.model = model
-        self.core = model.model
-        cfg = model.config
+        self.hf = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
+        self.core = self.hf.model
+        cfg = self.hf.config
         attn = self.core.layers[0].self_attn
         self.head_dim = attn.head_dim
         self.heads = cfg.num_attention_heads
         self.kv_heads = getattr(cfg, "num_key_value_heads", None) or self.heads
         self.scaling = attn.scaling
+        self.version = None
         self.refresh()
 
     @property
     def device(self):
         return self.core.embed_tokens.weight.device
 
-    @property
-    def dtype(self):
-        return self.core.embed_tokens.weight.dtype
+    # --- weights ------------------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Rebuild the fused weights if the parameters changed since the last build (an optimizer step
+        or `load_state_dict` bumps a tensor's version counter): once per weight version, not per call."""
+        version = tuple(p._version for p in self.model.parameters())
+        if version != self.version:
+            self._fuse()
+            self.version = version
 
     @torch.no_grad()
-    def refresh(self) -> None:
-        """Rebuild the fused weights from the model's current parameters (call after an update).
-
-        Besides fusing QKV and gate/up into one matmul each, the attention scale is folded into the
-        query rows (RoPE is linear, so scaling before it is the same as after), saving one op per
-        layer per step; not for Qwen3, whose per-head q_norm would undo it."""
+    def _fuse(self) -> None:
+        """Fuse QKV and gate/up into one matmul each, and fold the attention scale into the query rows
+        (RoPE is linear, so scaling before it is the same as after); not for Qwen3, whose per-head
+        q_norm would undo it."""
         self.layers = []
         for layer in self.core.layers:
             a, m = layer.self_attn, layer.mlp
             fold = 1.0 if hasattr(a, "q_norm") else self.scaling
-            qkv_w = torch.cat([a.q_proj.weight * fold, a.k_proj.weight, a.v_proj.weight])
+            q, k, v = (_weight(p) for p in (a.q_proj, a.k_proj, a.v_proj))
+            qkv_w = torch.cat([q * fold, k, v])
             qkv_b = None
-            if a.q_proj.bias is not None:
-                qkv_b = torch.cat([a.q_proj.bias * fold, a.k_proj.bias, a.v_proj.bias])
-            gate_up = torch.cat([m.gate_proj.weight, m.up_proj.weight])
+            if _bias(a.q_proj) is not None:
+                qkv_b = torch.cat([_bias(a.q_proj) * fold, _bias(a.k_proj), _bias(a.v_proj)])
+            gate_up = torch.cat([_weight(m.gate_proj), _weight(m.up_proj)])
             self.layers.append(
                 _Layer(
-                    layer.input_layernorm, qkv_w, qkv_b, a.o_proj.weight, a.o_proj.bias,
-                    layer.post_attention_layernorm, gate_up, m.down_proj.weight,
+                    layer.input_layernorm, qkv_w, qkv_b, _weight(a.o_proj), _bias(a.o_proj),
+                    layer.post_attention_layernorm, gate_up, _weight(m.down_proj),
                     getattr(a, "q_norm", None), getattr(a, "k_norm", None), self.scaling / fold,
                 )
             )  # fmt: skip
 
-    def new_cache(self, batch: int, capacity: int) -> KVCache:
-        like = self.core.embed_tokens.weight
-        cache = KVCache(len(self.core.layers), batch, self.kv_heads, capacity, self.head_dim, like)
-        self.set_rope(cache)
-        return cache
+    def new_pool(self) -> KVPool:
+        return KVPool(self)
 
-    def set_rope(self, cache: KVCache) -> None:
-        """RoPE tables for every position the cache can hold, computed once by the model's own
-        rotary module and then only indexed: cheaper than recomputing them every step. (A row's
-        positions never exceed its slots, so tables as long as the capacity cover every row.)"""
-        like = self.core.embed_tokens.weight
-        positions = torch.arange(cache.capacity, device=like.device)[None]
-        cos, sin = self.core.rotary_emb(like[:1, None], positions)
-        half = self.head_dim // 2
-        cache.cos = cos[0]  # (capacity, head_dim)
-        cache.sin_signed = torch.cat([-sin[0, :, :half], sin[0, :, half:]], dim=-1)
+    # --- forward ------------------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def forward(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache, new_valid: torch.Tensor):
-        """Run `tokens` (B, T) at `positions` (B, T), appending to `cache`; logits of the last step.
+    def prefill(self, pool: KVPool, slots: list[int], chunks: list[list[int]], starts: list[int]) -> torch.Tensor:
+        """Run each chunk of tokens on its slot from position `starts[i]` (0 for a new prompt; a
+        paused sequence's length for a tool's output); logits (J, vocab) at each chunk's last token."""
+        device, C = self.device, pool.capacity
+        T = max(map(len, chunks))
+        tokens = torch.tensor([c + [0] * (T - len(c)) for c in chunks], device=device)
+        real = torch.tensor([[t < len(c) for t in range(T)] for c in chunks], device=device)
+        positions = torch.tensor(starts, device=device)[:, None] + torch.arange(T, device=device)[None]
+        writes = positions.masked_fill(~real, C)  # padding writes to the spare slot
+        rows = torch.tensor(slots, device=device)
+        end = max(s + len(c) for s, c in zip(starts, chunks, strict=True))
+        for slot, start, chunk in zip(slots, starts, chunks, strict=True):
+            pool.bias[slot, start : start + len(chunk)] = 0.0
+        # a query sees every key of its own row up to its position (the row's prefix is all valid)
+        mask = (torch.arange(end, device=device)[None, None, :] <= positions[:, :, None]).unsqueeze(1)
+        x = self._run(pool, tokens, writes, rows, end, mask)
+        last = torch.tensor([len(c) - 1 for c in chunks], device=device)
+        return self._logits(x[torch.arange(len(chunks), device=device), last])
 
-        `new_valid` (B, T) marks real tokens (False = left padding, never attended to)."""
-        B, T = tokens.shape
-        start = cache.length
-        end = start + T
-        cache.valid[:, start:end] = new_valid
-        cache.bias[:, start:end].masked_fill_(new_valid, 0.0)
+    @torch.inference_mode()
+    def decode(self, pool: KVPool, slots: list[int], tokens: list[int], positions: list[int]) -> torch.Tensor:
+        """One token for each running slot, at its position; logits (len(slots), vocab).
+
+        Rows [0, hi) of the pool run as one batch of views; a row not in `slots` (free, paused)
+        runs token 0 into the spare slot and its output is dropped."""
+        device, hi = self.device, max(slots) + 1
+        if slots == list(range(hi)):  # the common case: no holes below the highest running row
+            index = None
+            token_t = torch.tensor(tokens, device=device)
+            position_t = torch.tensor(positions, device=device)
+        else:
+            index = torch.tensor(slots, device=device)
+            token_t = torch.zeros(hi, dtype=torch.long, device=device).index_put_((index,), torch.tensor(tokens))
+            position_t = torch.full((hi,), pool.capacity, device=device).index_put_(
+                (index,), torch.tensor(positions, device=device)
+            )
+        rows = torch.arange(hi, device=device)
+        pool.bias[rows, position_t] = 0.0
+        mask = pool.bias[:hi, None, None, : max(positions) + 1]  # (hi, 1, 1, end) additive: 0 or -inf
+        x = self._run(pool, token_t[:, None], position_t[:, None], rows, mask.shape[-1], mask)
+        logits = self._logits(x[:, 0])
+        return logits if index is None else logits.index_select(0, index)
+
+    def _run(self, pool: KVPool, tokens, writes, rows, end, mask) -> torch.Tensor:
+        """The layers over `tokens` (B, T), each written to `writes` (B, T) of its row in `rows`."""
         x = self.core.embed_tokens(tokens)  # (B, T, H)
         # RoPE as x * cos + roll(x) * sin_signed: the half-rotation's sign lives in the table
-        cos, sin = cache.cos[positions].unsqueeze(2), cache.sin_signed[positions].unsqueeze(2)  # (B, T, 1, hd)
-        # decode: an additive (B, 1, 1, end) bias shared by every layer; prefill: a boolean mask
-        mask = cache.bias[:, None, None, :end] if T == 1 else self._mask(cache.valid[:, :end], start, T)
-        for w, k_cache, v_cache in zip(self.layers, cache.k, cache.v, strict=True):
-            x += self._attention(w, x, cos, sin, k_cache, v_cache, start, end, mask)
+        cos, sin = pool.cos[writes].unsqueeze(2), pool.sin_signed[writes].unsqueeze(2)  # (B, T, 1, hd)
+        for w, k_pool, v_pool in zip(self.layers, pool.k, pool.v, strict=True):
+            x += self._attention(w, x, cos, sin, k_pool, v_pool, writes, rows, end, mask)
             gate, up = F.linear(_rms_norm(w.ln2, x), w.gate_up).chunk(2, dim=-1)
             x += F.linear(F.silu(gate, inplace=True).mul_(up), w.down)
-        cache.length = end
-        last = _rms_norm(self.core.norm, x[:, -1])  # only the last position is sampled from
-        return self.model.lm_head(last).float()  # (B, vocab)
+        return x
 
-    def _attention(self, w: _Layer, x, cos, sin, k_cache, v_cache, start, end, mask):
+    def _logits(self, last: torch.Tensor) -> torch.Tensor:
+        return self.hf.lm_head(_rms_norm(self.core.norm, last)).float()  # (B, vocab)
+
+    def _attention(self, w: _Layer, x, cos, sin, k_pool, v_pool, writes, rows, end, mask):
         B, T, _ = x.shape
         H, KV, D = self.heads, self.kv_heads, self.head_dim
         qkv = F.linear(_rms_norm(w.ln1, x), w.qkv, w.qkv_bias).view(B, T, H + 2 * KV, D)
@@ -217,37 +223,45 @@ class LlamaRunner:
         if w.q_norm is not None:  # Qwen3 normalises q and k per head before RoPE
             qk = torch.cat([w.q_norm(qk[:, :, :H]), w.k_norm(qk[:, :, H:])], dim=2)
         qk = torch.addcmul(qk * cos, qk.roll(D // 2, dims=-1), sin)  # RoPE on q and k at once
-        q, k = qk[:, :, :H].transpose(1, 2), qk[:, :, H:].transpose(1, 2)  # (B, heads, T, D)
-        k_cache[:, :, start:end] = k
-        v_cache[:, :, start:end] = v.transpose(1, 2)
-        out = self._attend(q, k_cache[:, :, :end], v_cache[:, :, :end], mask, w.scale)
-        # (B, heads, T, D) -> (B, T, heads * D); with T == 1 that is a free view, no copy
-        out = out.view(B, T, H * D) if T == 1 else out.transpose(1, 2).reshape(B, T, H * D)
-        return F.linear(out, w.o, w.o_bias)
+        q, k = qk[:, :, :H], qk[:, :, H:]  # (B, T, heads, D)
+        grid = rows[:, None].expand(B, T)
+        k_pool[grid, :, writes] = k  # each token's key into its row, at its position
+        v_pool[grid, :, writes] = v
+        if T == 1:  # decode: rows [0, hi) of the pool, as views (no copy)
+            out = self._attend_one(q, k_pool[: len(rows), :, :end], v_pool[: len(rows), :, :end], mask, w.scale)
+            return F.linear(out.view(B, 1, H * D), w.o, w.o_bias)
+        keys, values = k_pool[rows, :, :end], v_pool[rows, :, :end]  # prefill: gather the rows once
+        gqa = KV != H
+        out = F.scaled_dot_product_attention(
+            q.transpose(1, 2), keys, values, attn_mask=mask, scale=w.scale, enable_gqa=gqa
+        )
+        return F.linear(out.transpose(1, 2).reshape(B, T, H * D), w.o, w.o_bias)
 
-    def _attend(self, q, k, v, mask, scale: float):
-        if q.shape[2] > 1:  # prefill: the fused kernel wins on long queries
-            gqa = self.kv_heads != self.heads
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=gqa)
-        # decode: one query per row; two small matmuls beat the CPU flash kernel's set-up cost.
+    def _attend_one(self, q, k, v, mask, scale: float):
+        # one query per row: two small matmuls beat the CPU flash kernel's set-up cost.
         # Each kv head serves a group of query heads: (B, kv, group, D) @ (B, kv, D, L).
-        B, _, L, D = k.shape
+        B, D = q.shape[0], self.head_dim
         scores = q.view(B, self.kv_heads, -1, D) @ k.transpose(-1, -2)
         if scale != 1.0:
             scores.mul_(scale)
-        scores = scores.add_(mask).softmax(-1)  # mask is additive here: 0 or -inf
-        return (scores @ v).view(B, self.heads, 1, D)
+        scores = scores.add_(mask).softmax(-1)
+        return scores @ v  # (B, kv, group, D)
 
-    @staticmethod
-    def _mask(valid: torch.Tensor, start: int, T: int) -> torch.Tensor:
-        """(B, 1, T, end) boolean: causal, no padding keys; each query may always see itself, so a
-        padding row never has an empty softmax (its output is garbage, but finite and unused)."""
-        end = valid.shape[1]
-        q_pos = torch.arange(start, end, device=valid.device)[:, None]
-        k_pos = torch.arange(end, device=valid.device)[None, :]
-        causal = k_pos <= q_pos  # (T, end)
-        mask = causal[None] & valid[:, None, :]
-        return (mask | (k_pos == q_pos)[None]).unsqueeze(1)
+
+def _weight(linear) -> torch.Tensor:
+    """A linear layer's effective weight: with a `peft` LoRA adapter active, base + B @ A * scale."""
+    if hasattr(linear, "base_layer") and hasattr(linear, "get_delta_weight"):
+        weight = linear.base_layer.weight
+        if not getattr(linear, "merged", False) and not getattr(linear, "disable_adapters", False):
+            for name in linear.active_adapters:
+                if name in linear.lora_A:
+                    weight = weight + linear.get_delta_weight(name)
+        return weight
+    return linear.weight
+
+
+def _bias(linear) -> torch.Tensor | None:
+    return linear.base_layer.bias if hasattr(linear, "base_layer") else linear.bias
 
 
 def _rms_norm(norm, x: torch.Tensor) -> torch.Tensor:
