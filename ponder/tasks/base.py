@@ -104,10 +104,13 @@ class Task(ABC):
         return 1.0 if self.check(problem, parsed.answer) else 0.0
 
     def answer_key(self, problem: Problem, answer: str) -> str:
-        """What votes are counted by: two answers (the text after </think>) share a key iff they are the
-        same answer. Default: the cleaned text, numbers canonical ("73", "73.0", "\\boxed{73}" -> "73").
-        "" means unparseable or empty, and never wins a vote. Families override it where one answer
-        has many surface forms. Total: any string in, never an exception."""
+        """What votes are counted by: two answers (the text after </think>) share a key iff `check` takes
+        them for the same answer, so a vote never splits one answer across its spellings and never merges
+        a right answer with a wrong one (a false statement that contains the right number included).
+        Families get this by reading an answer once, for both `check` and the key. A key must not use
+        `problem.answer`: it would let a vote see the reference. Default: the cleaned text, numbers
+        canonical ("73", "73.0", "\\boxed{73}" -> "73"). "" means unparseable or empty, and never wins a
+        vote. Total: any string in, never an exception."""
         return _default_answer_key(answer)
 
     def trace_rng(self, problem: Problem, seed: int = 0) -> random.Random:

@@ -8,8 +8,13 @@ numbers. Every instance is solvable: the target is built by combining the number
 
 The verifier parses the answer with `ast` and allows only integer literals, + - * /, and parentheses;
 it checks the literals are a sub-multiset of the given numbers and the value is exactly the target
-(with `fractions.Fraction`, so "/" is fine when exact). The trace is a breadth-first search's shortest
-solution, one step per line ("5*3=15", "15+7=22"); larger operand first, subtraction never negative.
+(with `fractions.Fraction`, so "/" is fine when exact). An answer may state its total ("3*5+7 = 22" or
+"22 = 3*5+7"); a stated total that is not the expression's value makes the answer false, even when
+the expression itself reaches the target. Votes and the verifier read an answer the same way
+(`_answer_key`): every correct expression shares the key "=<target>", a false statement never does.
+
+The trace is a breadth-first search's shortest solution, one step per line ("5*3=15", "15+7=22");
+larger operand first, subtraction never negative.
 """
 
 from __future__ import annotations
@@ -127,9 +132,14 @@ def _evaluate(node: ast.AST, used: list[int]) -> Fraction | None:
     return None
 
 
+def _ascii_operators(text: str) -> str:
+    """Typographic operators are the same operators: "3×5−7" reads as "3*5-7"."""
+    return text.replace("\u00d7", "*").replace("\u00f7", "/").replace("\u2212", "-").strip()
+
+
 def evaluate_expression(text: str) -> tuple[Fraction, list[int]] | None:
     """(value, literals used) of a + - * / expression over integers, or None if it is anything else."""
-    text = text.replace("\u00d7", "*").replace("\u00f7", "/").replace("\u2212", "-").strip()
+    text = _ascii_operators(text)
     if not text or len(text) > _MAX_EXPR_CHARS or not re.fullmatch(r"[0-9+\-*/() ]+", text):
         return None
     try:
@@ -160,40 +170,18 @@ class CountdownTask(Task):
             target, numbers = _parse_prompt(problem.prompt)
         except ValueError:
             return False
-        text = clean_answer(answer)
-        sides = text.split("=")
-        if len(sides) == 2:  # "3*5+7 = 22": one side must be the target, the other the expression
-            if parse_int(sides[1]) == target:
-                text = sides[0]
-            elif parse_int(sides[0]) == target:
-                text = sides[1]
-            else:
-                return False
-        elif len(sides) > 2:
-            return False
-        result = evaluate_expression(text)
-        if result is None:
-            return False
-        value, used = result
-        return value == target and not Counter(used) - Counter(numbers)
+        return _answer_key(answer, numbers) == f"={target}"
 
     def answer_key(self, problem: Problem, answer: str) -> str:
-        """Expressions that are legal here (allowed numbers) vote by their value, "=22": every correct
-        expression shares one key. Illegal ones vote by their text; unreadable ones get ""."""
+        """Legal expressions (given numbers only, any stated total true) vote by their value, "=22", so
+        every correct expression shares one key. Expressions over other numbers vote by their text
+        ("expr:2*11"), false statements by their text and claim ("false:3*5+7=23"): neither can share
+        the correct key. Unreadable answers get ""."""
         try:
-            target, numbers = _parse_prompt(problem.prompt)
+            _, numbers = _parse_prompt(problem.prompt)
         except ValueError:
             return super().answer_key(problem, answer)
-        sides = clean_answer(answer).split("=")
-        if len(sides) == 2:  # "3*5+7 = 22": keep the side that is not the bare target
-            sides = [sides[1]] if parse_int(sides[0]) == target else sides[:1]
-        result = evaluate_expression(sides[0]) if len(sides) == 1 else None
-        if result is None:
-            return ""
-        value, used = result
-        if Counter(used) - Counter(numbers):
-            return "expr:" + sides[0].replace(" ", "")
-        return f"={value}"
+        return _answer_key(answer, numbers)
 
     def trace(self, problem: Problem, rng: random.Random, mistake: bool = False) -> str:
         target, numbers = _parse_prompt(problem.prompt)
@@ -208,6 +196,38 @@ class CountdownTask(Task):
         else:
             dead.append(f"wait, {dead[-1].split('=')[1]} is not {target}, let me try again")
         return "\n".join(dead + steps)
+
+
+def _split_claim(text: str) -> tuple[str, int | None] | None:
+    """(expression, stated total) of "E", "E = N" or "N = E" (total None when none is stated); None for
+    anything else, such as two "=" or no side that is a plain number."""
+    sides = [side.strip() for side in text.split("=")]
+    if len(sides) == 1:
+        return sides[0], None
+    if len(sides) > 2:
+        return None
+    left, right = sides
+    if (claim := parse_int(right)) is not None:
+        return left, claim
+    if (claim := parse_int(left)) is not None:
+        return right, claim
+    return None
+
+
+def _answer_key(answer: str, numbers: list[int]) -> str:
+    """The one reading of an answer that both `check` and the vote use; see `CountdownTask.answer_key`.
+    It never looks at the target, so a key is a fact about the answer, not about being right."""
+    split = _split_claim(clean_answer(answer))
+    result = None if split is None else evaluate_expression(split[0])
+    if result is None:
+        return ""
+    expr, claim = _ascii_operators(split[0]).replace(" ", ""), split[1]
+    value, used = result
+    if claim is not None and claim != value:
+        return f"false:{expr}={claim}"
+    if Counter(used) - Counter(numbers):
+        return f"expr:{expr}"
+    return f"={value}"
 
 
 def _dead_end(rng: random.Random, numbers: list[int], target: int) -> list[str] | None:

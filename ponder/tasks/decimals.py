@@ -4,6 +4,9 @@ Difficulty: 1: "Which is larger, 9.11 or 9.9?" with integer parts 0-9 and 1-2 de
 same with integer parts 0-20 and up to 3 places; 3: "larger" or "smaller"; 4: "Sort ascending:" three
 numbers; 5: four or five numbers. Half the pairs (and most lists) share an integer part and have a longer
 decimal that is the smaller number. Answers are compared as `Decimal`s, so "9.90" counts for "9.9".
+A comparison answer may say which it is ("9.9 is larger", "9.9 is the bigger one"); saying the opposite
+of what was asked ("9.9 is smaller" to "Which is larger?") is a false statement and is wrong, though it
+names the right number. Votes and the verifier read an answer the same way (`answer_key`).
 
 The trace pads decimals to the same number of places and compares integers:
 "9.11 vs 9.90", "9=9", "11<90", "9.9"; sorting writes "pad 3.20 3.15 3.70" then "sort 3.15 3.20 3.70".
@@ -22,7 +25,12 @@ from ponder.tasks.base import Draft, Problem, Task
 _LEVELS = {1: (9, 2, (2, 2)), 2: (20, 3, (2, 2)), 3: (20, 3, (2, 2)), 4: (20, 3, (3, 3)), 5: (20, 3, (4, 5))}
 _TRAP_RATE = 0.5
 _SORT_SEPARATORS = re.compile(r"(?:\s*[,;<]\s*|\s+)")
-_VERDICT = re.compile(r"\s+is\s+(?:the\s+)?(?:larger|smaller|bigger|greater|lesser)(?:\s+one)?$")
+_QUESTION = re.compile(r"Which is (larger|smaller), ")
+_RELATIONS = {
+    **dict.fromkeys(("larger", "bigger", "greater", "higher", "largest", "biggest", "greatest", "highest"), "larger"),
+    **dict.fromkeys(("smaller", "lesser", "less", "lower", "smallest", "least", "lowest"), "smaller"),
+}
+_VERDICT = re.compile(rf"\s+is\s+(?:the\s+)?(?P<word>{'|'.join(_RELATIONS)})(?:\s+one)?$", re.IGNORECASE)
 
 
 def _decimal(rng: random.Random, whole: int, places: int) -> str:
@@ -77,6 +85,20 @@ def _compare_lines(a: str, b: str) -> list[str]:
     return lines + [f"{wa}={wb}", f"{fa}{'<' if int(fa) < int(fb) else '>'}{fb}"]
 
 
+def _comparison_key(prompt: str, text: str) -> str:
+    """The key of an answer to "Which is larger/smaller, a or b?": the number, plus the relation it claims
+    when that is not the one asked ("9.9 is smaller" to "Which is larger?"); "" if there is no number."""
+    verdict = _VERDICT.search(text)
+    value = parse_number(clean_answer(text[: verdict.start()]) if verdict else text)
+    if value is None:
+        return ""
+    claim = _RELATIONS[verdict.group("word").lower()] if verdict else None
+    asked = _QUESTION.match(prompt)
+    if claim is not None and asked is not None and claim != asked.group(1):
+        return f"{canonical_number(value)} is {claim}"
+    return canonical_number(value)
+
+
 class DecimalsTask(Task):
     name = "decimals"
     description = "Compare or sort decimal numbers (the 9.11 vs 9.9 trap)."
@@ -91,22 +113,18 @@ class DecimalsTask(Task):
         return Draft(prompt=f"Which is {word}, {numbers[0]} or {numbers[1]}?", answer=pick(numbers, key=Decimal))
 
     def check(self, problem: Problem, answer: str) -> bool:
-        text = clean_answer(answer)
-        if problem.prompt.startswith("Sort"):
-            want = [Decimal(n) for n in problem.answer.split(", ")]
-            got = [parse_number(part) for part in _SORT_SEPARATORS.split(text)]
-            return len(got) == len(want) and all(g is not None and g == w for g, w in zip(got, want, strict=True))
-        value = parse_number(_VERDICT.sub("", text))
-        return value is not None and value == Decimal(problem.answer)
+        key = self.answer_key(problem, answer)
+        return key != "" and key == self.answer_key(problem, problem.answer)
 
     def answer_key(self, problem: Problem, answer: str) -> str:
-        """Numbers as canonical Decimals ("9.90" -> "9.9"), a sorted list joined by ", "; "" if unreadable."""
+        """Numbers as canonical Decimals ("9.90" -> "9.9"), a sorted list joined by ", "; a comparison that
+        claims the opposite of the question keeps its claim ("9.9 is smaller"), so it never shares the
+        key of the right answer; "" if unreadable."""
         text = clean_answer(answer)
-        parts = _SORT_SEPARATORS.split(text) if problem.prompt.startswith("Sort") else [_VERDICT.sub("", text)]
-        values = [parse_number(part) for part in parts]
-        if not text or any(v is None for v in values):
-            return ""
-        return ", ".join(canonical_number(v) for v in values)
+        if problem.prompt.startswith("Sort"):
+            values = [parse_number(part) for part in _SORT_SEPARATORS.split(text)]
+            return "" if None in values else ", ".join(canonical_number(v) for v in values)
+        return _comparison_key(problem.prompt, text)
 
     def trace(self, problem: Problem, rng: random.Random, mistake: bool = False) -> str:
         if problem.prompt.startswith("Sort"):

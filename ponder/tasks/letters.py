@@ -4,6 +4,11 @@ Difficulty: 1: words of 3-5 letters; 2: 6-7 letters; 3: 8 or more; 4: two-word p
 strings of 12-18 letters. The asked letter is usually in the text (a count of 0 is rare, about 1 in 20).
 The trace spells the text letter by letter, tagging each match with the running count, then gives the
 total: "s t r=1 a w b e r=2 r=3 y" then "3".
+
+An answer is a count, as a number or a word up to twenty, optionally after "There are" and before
+"times" or the letter itself ("3", "three", "There are 3", "3 times", "3 r's"). Naming another letter
+("3 z's") answers another question and is wrong. Votes and the verifier read an answer the same way
+(`_read`), so every accepted form of a count shares one key, the count.
 """
 
 from __future__ import annotations
@@ -48,7 +53,11 @@ _LENGTHS = {1: (3, 5), 2: (6, 7), 3: (8, 99)}
 _ZERO_RATE = 0.05
 _PROMPT = re.compile(r"How many ([a-z]) are in ([a-z ]+)\?")
 _PREFIXES = ("there are", "there is", "it has", "it appears")
-_SUFFIX = re.compile(r"(?:\s+(?:times?|letters?|[a-z]'?s?|'[a-z]'s?|occurrences?))?")
+# a count, then optionally "times" or the letter counted: "3", "three", "3 times", "3 r's", "3 'r's"
+_ANSWER = re.compile(
+    r"(?P<count>[a-z]+|[+-]?[0-9.,]+)"
+    r"(?:\s+(?:times?|occurrences?|letters?|(?P<quote>['\"]?)(?P<letter>[a-z])(?P=quote)(?:'?s)?))?"
+)
 
 
 def _text(rng: random.Random, difficulty: int) -> str:
@@ -60,6 +69,18 @@ def _text(rng: random.Random, difficulty: int) -> str:
     # made-up string from a few letters, so repeats (the hard part) are common
     alphabet = rng.sample(string.ascii_lowercase, rng.randint(5, 9))
     return "".join(rng.choice(alphabet) for _ in range(rng.randint(12, 18)))
+
+
+def _read(answer: str) -> tuple[int, str | None] | None:
+    """(count, the letter the answer names or None) of an answer; None if it is not a count."""
+    m = _ANSWER.fullmatch(clean_answer(answer, _PREFIXES).lower())
+    count = None if m is None else parse_int(m.group("count"), words=True)
+    return None if count is None else (count, m.group("letter"))
+
+
+def _asked_letter(problem: Problem) -> str | None:
+    m = _PROMPT.fullmatch(problem.prompt)
+    return None if m is None else m.group(1)
 
 
 def _spell(text: str, letter: str, skip: int = -1, extra: int = -1) -> tuple[str, int]:
@@ -92,11 +113,19 @@ class LettersTask(Task):
         return Draft(prompt=f"How many {letter} are in {text}?", answer=str(text.count(letter)))
 
     def check(self, problem: Problem, answer: str) -> bool:
-        text = clean_answer(answer, _PREFIXES).lower()
-        m = re.match(r"[a-z]+|[+-]?[0-9.,]+", text)
-        if m is None or not _SUFFIX.fullmatch(text[m.end() :]):
-            return False
-        return parse_int(m.group(0), words=True) == int(problem.answer)
+        key = self.answer_key(problem, answer)
+        return key != "" and key == self.answer_key(problem, problem.answer)
+
+    def answer_key(self, problem: Problem, answer: str) -> str:
+        """The count ("3" for "three", "There are 3", "3 r's"), so the forms of one count vote together;
+        "3 z's" when another letter is named, a different answer; "" when there is no count."""
+        read = _read(answer)
+        if read is None:
+            return ""
+        count, letter = read
+        if letter is None or letter == _asked_letter(problem):
+            return str(count)
+        return f"{count} {letter}'s"
 
     def trace(self, problem: Problem, rng: random.Random, mistake: bool = False) -> str:
         m = _PROMPT.fullmatch(problem.prompt)
