@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 from ponder import model as models
-from ponder.cli import progress_bar
+from ponder.cli.console import progress_bar
 from ponder.engine import Engine, SamplingParams
 from ponder.errors import PonderError
 from ponder.tasks.mix import DEFAULT_MIX, TaskMix

@@ -10,7 +10,7 @@ import argparse
 
 from ponder import model as models
 from ponder.assets import base_model_path
-from ponder.cli import progress_bar
+from ponder.cli.console import progress_bar
 from ponder.engine import Engine, SamplingParams
 from ponder.errors import PonderError
 from ponder.tasks.mix import DEFAULT_MIX, TaskMix

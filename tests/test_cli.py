@@ -4,6 +4,7 @@ bad input."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -22,19 +23,48 @@ def run(capsys, *argv: str) -> tuple[int, str]:
     return code, " ".join((captured.out + captured.err).split())  # unwrap rich's line breaks
 
 
-def test_eval_prints_a_table_and_writes_json(capsys, model_dir, tmp_path):
+def table_row(text: str, label: str) -> tuple[str, str, str]:
+    """The accuracy, tokens-per-answer and thinks cells of one row of a printed eval table."""
+    found = re.search(rf"{label}\W+([\d.]+%)\W+(\d+)\W+(\d+%)", text)
+    assert found, f"no table row for {label!r} in: {text}"
+    return found.groups()
+
+
+def test_eval_prints_a_table_and_writes_json(capsys, tmp_path):
     report = tmp_path / "report.json"
+    per_task, cells = 2, {"letters": 2, "decimals": 1}  # letters:1-2 is two (task, difficulty) cells
+    # the shipped base: some answers right, some wrong
     code, out = run(
-        capsys, "eval", "--model", str(model_dir), "--per-task", "2", "--tasks", "letters:1",
-        "--max-tokens", "16", "--json", str(report),
+        capsys, "eval", "--per-task", str(per_task), "--tasks", "letters:1-2,decimals:1",
+        "--max-tokens", "48", "--json", str(report),
     )  # fmt: skip
     assert code == 0, out
-    assert "letters" in out and "overall" in out
     data = json.loads(report.read_text())
-    assert data["problems"] == 2
-    assert set(data["by_task"]) == {"letters"}
-    assert len(data["samples"]) == 2
-    assert 0.0 <= data["overall_accuracy"] <= 1.0
+    samples = data["samples"]
+    assert data["problems"] == len(samples) == per_task * sum(cells.values())
+    assert f"{data['problems']} problems, {data['tokens']} tokens" in out
+    assert set(data["by_task"]) == set(cells)
+    for task, row in data["by_task"].items():
+        scores = [s["score"] for s in samples if s["task"] == task]
+        assert row["problems"] == len(scores) == per_task * cells[task]
+        assert row["accuracy"] == pytest.approx(sum(scores) / len(scores))
+        thought = [s["thought"] for s in samples if s["task"] == task]
+        assert row["thinking_share"] == pytest.approx(sum(thought) / len(thought))
+        printed = (f"{row['accuracy']:.1%}", f"{row['tokens_per_answer']:.0f}", f"{row['thinking_share']:.0%}")
+        assert table_row(out, task) == printed
+    means = [row["accuracy"] for row in data["by_task"].values()]
+    assert data["overall_accuracy"] == pytest.approx(sum(means) / len(means))  # each task weighs the same
+    assert 0 < data["overall_accuracy"] < 1, "the check needs a mix of right and wrong answers"
+    assert table_row(out, "overall")[0] == f"{data['overall_accuracy']:.1%}"
+
+
+@pytest.mark.parametrize("command", ["eval", "scale", "demo", "contamination"])
+@pytest.mark.parametrize("count", ["0", "-3"])
+def test_a_per_task_count_below_one_exits_2_naming_the_flag(capsys, tmp_path, command, count):
+    code, out = run(capsys, command, "--per-task", count)
+    assert code == 2
+    assert "--per-task" in out and "must be an integer >= 1" in out and f"got {count}" in out
+    assert not (tmp_path / "runs").exists()
 
 
 def test_eval_with_thinking_on_makes_every_answer_think(capsys, model_dir, tmp_path):
@@ -94,7 +124,7 @@ def test_pretrain_unknown_recipe_exits_2(capsys):
 
 def test_flags_override_the_config_file(tmp_path):
     from ponder.cli import parser
-    from ponder.cliargs import build_config
+    from ponder.cli.args import build_config
     from ponder.train.lm import LMConfig
 
     cfg_file = tmp_path / "c.yaml"
@@ -102,6 +132,106 @@ def test_flags_override_the_config_file(tmp_path):
     args = parser().parse_args(["pretrain", "--config", str(cfg_file), "--steps", "7"])
     cfg = build_config(LMConfig, args, {"steps": 3, "lr": 0.01})
     assert (cfg.steps, cfg.batch_size, cfg.lr) == (7, 4, 0.01)
+
+
+def test_scale_takes_tuple_fields_as_lists_and_one_config_file_for_both_classes(tmp_path):
+    from ponder.cli import parser
+    from ponder.cli.args import build_config
+    from ponder.cli.scale import ScaleOptions
+    from ponder.ttc.scale import ScaleConfig
+
+    args = parser().parse_args(["scale", "--strategies", "greedy,majority", "--budgets", "1,8", "--budgets", "16"])
+    cfg = build_config(ScaleConfig, args)
+    assert cfg.strategies == ("greedy", "majority") and cfg.budgets == (1, 8, 16)
+    cfg_file = tmp_path / "s.yaml"
+    cfg_file.write_text("per_task: 3\nbudgets: [1, 4]\nextend: 8,16\n")
+    args = parser().parse_args(["scale", "--config", str(cfg_file)])
+    assert build_config(ScaleOptions, args).per_task == 3
+    assert (build_config(ScaleConfig, args).budgets, build_config(ScaleConfig, args).extend) == ((1, 4), (8, 16))
+    with pytest.raises(SystemExit):
+        parser().parse_args(["scale", "--budgets", "1,many"])
+
+
+def command_configs() -> dict[str, tuple]:
+    """Each command and the config classes its flags are made from."""
+    from ponder.cli.chat import ChatOptions
+    from ponder.cli.contamination import ContaminationOptions
+    from ponder.cli.demo import DemoOptions
+    from ponder.cli.eval import EvalOptions
+    from ponder.cli.scale import ScaleOptions
+    from ponder.train.lm import LMConfig
+    from ponder.train.rl import RLConfig
+    from ponder.ttc.scale import ScaleConfig
+
+    return {
+        "demo": (DemoOptions,),
+        "pretrain": (LMConfig,),
+        "sft": (LMConfig,),
+        "rl": (RLConfig,),
+        "eval": (EvalOptions,),
+        "chat": (ChatOptions,),
+        "scale": (ScaleOptions, ScaleConfig),
+        "contamination": (ContaminationOptions,),
+    }
+
+
+def help_entries(text: str) -> dict[str, str]:
+    """`--flag` -> its help text with all whitespace removed (argparse wraps anywhere)."""
+    entries: dict[str, str] = {}
+    flag = None
+    for line in text.split("options:", 1)[1].splitlines():
+        if line.startswith("  -"):
+            flag = line.split()[0].rstrip(",")
+        if flag:
+            entries[flag] = entries.get(flag, "") + "".join(line.split())
+    return entries
+
+
+def test_every_command_help_lists_its_config_fields_with_the_dataclass_default(capsys, monkeypatch):
+    import dataclasses
+
+    from ponder.cli import parser
+    from ponder.cli.args import build_config, default_text, field_default
+    from ponder.cli.train import BASES
+
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit):
+        parser().parse_args(["--help"])
+    listed = set(re.search(r"\{([a-z,-]+)\}", capsys.readouterr().out).group(1).split(","))
+    assert listed == set(command_configs()), "a new command needs its config classes listed here"
+    for command, classes in command_configs().items():
+        with pytest.raises(SystemExit):
+            parser().parse_args([command, "--help"])
+        entries = help_entries(capsys.readouterr().out)
+        for cls in classes:
+            for f in dataclasses.fields(cls):
+                if command in BASES and f.name == "loss_on":
+                    continue  # set by the command itself
+                default = BASES.get(command, {}).get(f.name, field_default(f))
+                shown = "".join(f"(default: {default_text(default)})".split())
+                assert shown in entries.get("--" + f.name.replace("_", "-"), ""), (command, f.name, shown)
+            args = parser().parse_args([command])
+            assert build_config(cls, args, BASES.get(command)) == cls(**BASES.get(command, {}))
+
+
+def test_command_modules_share_helpers_instead_of_importing_each_other():
+    import ast
+    from pathlib import Path
+
+    from ponder.cli import COMMAND_MODULES
+
+    root = Path(__file__).resolve().parents[1]
+    commands = {f"ponder.cli.{name}" for name in COMMAND_MODULES}
+
+    def imports(path: Path) -> set[str]:
+        tree = ast.parse(path.read_text())
+        found = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        return found | {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
+
+    for name in COMMAND_MODULES:
+        assert not imports(root / "ponder" / "cli" / f"{name}.py") & commands, name
+    for script in (root / "scripts").glob("*.py"):
+        assert {m for m in imports(script) if m.startswith("ponder.cli")} <= {"ponder.cli.console"}, script.name
 
 
 def test_chat_answers_questions_read_from_stdin_and_quits_on_an_empty_line():
@@ -121,12 +251,13 @@ def test_chat_answers_questions_read_from_stdin_and_quits_on_an_empty_line():
 
 
 def test_chat_reasoning_effort_sets_the_thinking_and_refuses_auto(capsys):
-    from ponder.chat import chat_params
+    from ponder.cli.chat import ChatOptions, chat_params
 
-    assert chat_params(effort="low").max_thinking_tokens == 1
-    high = chat_params(effort="high", temperature=0.9)
+    assert chat_params(ChatOptions(reasoning_effort="low")).max_thinking_tokens == 1
+    high = chat_params(ChatOptions(reasoning_effort="high", temperature=0.9))
     assert high.force_thinking and high.max_thinking_tokens is None and high.temperature == 0
-    assert chat_params(temperature=0.9).temperature == 0.9 and not chat_params().force_thinking
+    plain = chat_params(ChatOptions(temperature=0.9))
+    assert plain.temperature == 0.9 and plain.max_tokens == ChatOptions().max_tokens and not plain.force_thinking
     code, out = run(capsys, "chat", "--reasoning-effort", "auto")
     assert code == 2 and "a chat question has no task: use low, medium or high" in out
 

@@ -1,0 +1,87 @@
+"""`ponder chat`: a terminal REPL. The thinking is shown dimmed, then the answer in bold."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ponder.cli.args import add_config_flags, build_config
+from ponder.cli.console import console
+from ponder.errors import PonderError
+
+
+@dataclass
+class ChatOptions:
+    model: str | None = field(default=None, metadata={"help": "model directory; none = the shipped base"})
+    max_tokens: int = field(
+        default=256, metadata={"help": "tokens per answer at most (a reasoning_effort preset may allow more)"}
+    )
+    temperature: float = field(default=0.0, metadata={"help": "sampling temperature; 0 = greedy"})
+    reasoning_effort: str | None = field(
+        default=None,
+        metadata={"help": "low (thinking off) / medium (on, 64 tokens at most) / high (on); sets the temperature too"},
+    )
+
+
+def register(sub) -> None:
+    p = sub.add_parser("chat", help="talk to a model in the terminal")
+    add_config_flags(p, ChatOptions)
+    p.set_defaults(handler=run)
+
+
+def run(args) -> None:
+    chat_loop(build_config(ChatOptions, args))
+
+
+def chat_params(options: ChatOptions):
+    """What one chat answer samples with: the flags, or a `reasoning_effort` preset's thinking
+    (low = off, medium = on within 64 tokens, high = on), which then sets the temperature too."""
+    from ponder.engine import SamplingParams
+
+    if not options.reasoning_effort:
+        return SamplingParams(temperature=options.temperature, max_tokens=options.max_tokens)
+    from ponder.ttc.effort import resolve_effort
+
+    preset = resolve_effort(options.reasoning_effort)
+    if preset.samples > 1:  # auto: see `answer`, where a voting answer would go
+        raise PonderError(
+            f"reasoning_effort {preset.name!r} votes over samples by a task's answer keys, and a chat "
+            "question has no task: use low, medium or high here (ponder scale --effort measures auto)"
+        )
+    params = preset.params()
+    params.max_tokens = max(options.max_tokens, params.max_tokens)
+    return params
+
+
+def answer(engine, question: str, params):
+    """One question, one rollout: the parsed thinking and answer.
+
+    This is the one place a chat answer is made: `--reasoning-effort auto` (several samples, voted
+    by their answers) will branch here, and `chat_params` will stop refusing it."""
+    from ponder.format import render_prompt
+
+    return engine.generate([render_prompt(question)], params)[0][0].parsed
+
+
+def chat_loop(options: ChatOptions) -> None:
+    """Read questions until an empty line or end of input; print each thinking dimmed, then the answer."""
+    from ponder import model as models
+    from ponder.assets import base_model_path
+    from ponder.engine import Engine
+
+    params = chat_params(options)  # a bad effort fails before the model loads
+    model_dir = options.model or base_model_path()
+    model, tokenizer = models.load(model_dir)
+    engine = Engine(model, tokenizer)
+    mode = f", reasoning_effort {options.reasoning_effort}" if options.reasoning_effort else ""
+    console.print(f"[bold]ponder chat[/] with {model_dir}{mode}. Ask a question; empty line or Ctrl-D quits.")
+    while True:
+        try:
+            question = console.input("[bold cyan]you>[/] ").strip()
+        except EOFError:
+            break
+        if not question:
+            break
+        parsed = answer(engine, question, params)
+        console.print(f"[dim]{parsed.thinking}[/]")
+        reply = parsed.answer if parsed.closed_thinking else "(no answer: the thinking ran out of tokens)"
+        console.print(f"[bold green]ponder>[/] [bold]{reply}[/]")

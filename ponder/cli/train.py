@@ -1,0 +1,56 @@
+"""`ponder pretrain` and `ponder sft`: next-token training, one loop with two loss masks.
+
+pretrain puts the loss on every token (and can start from a named recipe: `--recipe base` made the
+shipped model); sft puts it on the completion only and starts from the shipped base by default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ponder.cli.args import add_config_flags, build_config
+from ponder.cli.console import console, progress_bar
+from ponder.errors import PonderError
+
+# what each command sets over LMConfig's defaults (shown in its --help, applied before any flag)
+BASES = {
+    "pretrain": {"loss_on": "all", "out": "runs/pretrain"},
+    "sft": {"loss_on": "completion", "out": "runs/sft"},
+}
+
+
+def register(sub) -> None:
+    from ponder.train.lm import LMConfig
+
+    for name, base in BASES.items():
+        p = sub.add_parser(name, help=f"next-token training, loss on {base['loss_on']} tokens")
+        add_config_flags(p, LMConfig, skip=("loss_on",), defaults=base)
+        p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+        if name == "pretrain":
+            p.add_argument("--recipe", help="a named config, e.g. 'base' (the shipped base model)")
+        p.set_defaults(handler=run)
+
+
+def run(args) -> None:
+    from ponder.recipes import RECIPES
+    from ponder.train.lm import LMConfig, train_lm
+
+    base = dict(BASES[args.command])
+    if getattr(args, "recipe", None):
+        if args.recipe not in RECIPES:
+            raise PonderError(f"unknown --recipe {args.recipe!r}; known: {sorted(RECIPES)}")
+        base.update(RECIPES[args.recipe])
+    cfg = build_config(LMConfig, args, base)
+    if args.command == "sft" and not cfg.init:
+        from ponder.assets import base_model_path
+
+        cfg.init = str(base_model_path())
+    with progress_bar() as bar:
+        job = bar.add_task(args.command, total=cfg.steps, info="")
+
+        def on_step(m: dict) -> None:
+            info = f"loss {m['loss']:.3f}  {m['tokens_per_s']:.0f} tok/s  lr {m['lr']:.1e}"
+            bar.update(job, completed=m["step"], info=info)
+
+        out = train_lm(cfg, resume=args.resume, on_step=on_step)
+    console.print(f"model saved to [bold]{out}[/]; metrics in {Path(cfg.out) / 'metrics.jsonl'}")
