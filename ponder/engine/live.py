@@ -117,13 +117,16 @@ class LiveBatch:
         """Re-enter a paused sequence with `output` written for it (a tool's output: mask 0, never
         trained on, not counted against max_tokens); it continues at the next `step`."""
         if request_id not in self.paused:
-            raise PonderError(f"request {request_id!r} is not paused; paused: {sorted(map(str, self.paused)) or 'none'}")
+            raise PonderError(
+                f"request {request_id!r} is not paused; paused: {sorted(map(str, self.paused)) or 'none'}"
+            )
         seq = self.paused.pop(request_id)
         ids = self.engine.encode(output, allow_empty=True) if isinstance(output, str) else list(output)
         for token in ids:
             seq.write(token, 0.0, written=False, decoded=False)
         seq.pending += ids  # after the token it paused on, which the cache has not seen yet
         seq.rollout.tool_calls += 1
+        seq.rollout.tool_tokens += len(ids)
         self.resumed.append(seq)
 
     def abort(self, request_id) -> Rollout | None:
@@ -160,7 +163,9 @@ class LiveBatch:
         if not self.running:
             return []
         if self.rules is None:
-            self.rules = RowRules.of([s.params for s in self.running], [s.seed for s in self.running], self.logits.device)
+            self.rules = RowRules.of(
+                [s.params for s in self.running], [s.seed for s in self.running], self.logits.device
+            )
         counters = torch.tensor([len(s.rollout.token_ids) for s in self.running], device=self.logits.device)
         sampled, logprobs = choose_tokens(self._steer(self.logits), self.rules, counters)
         events, keep, chosen = [], [], []

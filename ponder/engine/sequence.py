@@ -39,6 +39,7 @@ class Rollout:
     thinking_tokens: int = 0  # tokens the model spent inside its thinking (markers and tool output not counted)
     completion: ParsedCompletion | None = None  # set by the engine with the model's own chat format
     tool_calls: int = 0  # times it paused for a tool
+    tool_tokens: int = 0  # tokens of tool output written for it (mask 0, not chosen by decoding)
 
     @property
     def parsed(self) -> ParsedCompletion:

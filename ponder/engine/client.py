@@ -1,0 +1,273 @@
+"""`AsyncEngineClient`: the engine as a server and the tool loop see it (vLLM's `EngineClient`, scaled down).
+
+    client = AsyncEngineClient(engine, max_batch=32)
+    async for delta in client.generate(prompt_ids, SamplingParams(max_tokens=256, seed=7)):
+        print(delta.thinking, delta.answer, delta.tool_call)     # text added to each channel
+    # the last delta has finish_reason, usage and the rollout
+    await client.abort(request_id)                                # frees its slot at the next step
+
+One background thread owns the model and steps the running batch (`live.LiveBatch`); the asyncio
+side only queues commands and reads deltas, so blocking work never runs on the event loop. Requests
+beyond `max_batch` wait in the batch's queue; beyond `max_waiting` more, `generate` raises
+`QueueFull` at once (a server answers 429). A consumer that stops reading (a client that
+disconnects, a cancelled task) aborts its request. A sequence that closes a tool call pauses; the
+`on_tool_call` callback runs in a worker thread (never on the decode thread, so the batch keeps
+decoding) and its output resumes the sequence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import queue
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from ponder.engine.chat_format import held_back
+from ponder.engine.sampling import SamplingParams
+from ponder.engine.sequence import Rollout, Sequence
+from ponder.errors import PonderError
+
+
+class QueueFull(PonderError):
+    """The engine's waiting queue is full; retry later."""
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int  # tokens chosen by decoding (a tool's output is not counted)
+    reasoning_tokens: int  # of those, the thinking
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass
+class Delta:
+    """What one request gained since its last delta, split by channel."""
+
+    request_id: str
+    thinking: str = ""
+    answer: str = ""
+    tool_call: str = ""  # text inside <tool_call> ... </tool_call>
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    finish_reason: str | None = None  # set on the last delta: "stop", "length" or "abort"
+    usage: Usage | None = None  # on the last delta
+    rollout: Rollout | None = None  # on the last delta
+
+
+@dataclass
+class _Stream:
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue
+    sent_tokens: int = 0
+    sent: tuple[str, str, str] = ("", "", "")  # thinking, answer, tool-call text already sent
+
+
+class AsyncEngineClient:
+    def __init__(
+        self,
+        engine,
+        max_batch: int = 64,
+        max_waiting: int = 256,
+        on_tool_call: Callable[[Rollout], str] | None = None,
+        tool_workers: int = 4,
+    ):
+        from ponder.engine.live import LiveBatch
+
+        self.engine = engine
+        self.batch = LiveBatch(engine, max_batch=max_batch)
+        self.max_waiting = max_waiting
+        self.on_tool_call = on_tool_call
+        self.tools = ThreadPoolExecutor(tool_workers, thread_name_prefix="ponder-tool")
+        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.wake = threading.Event()
+        self.streams: dict[str, _Stream] = {}
+        self.ids = itertools.count()
+        self.queued = 0  # requests sent to the decode thread and not yet admitted
+        self.closed = False
+        self.thread = threading.Thread(target=self._run, name="ponder-engine", daemon=True)
+        self.thread.start()
+
+    # --- the asyncio side ---------------------------------------------------------------------------
+
+    async def generate(
+        self, prompt: str | list[int], params: SamplingParams, request_id: str | None = None
+    ) -> AsyncIterator[Delta]:
+        """Token deltas of one request, the last one with finish_reason, usage and the rollout."""
+        if self.closed:
+            raise PonderError("the engine client is closed")
+        if len(self.batch.waiting) + self.queued >= self.max_waiting:
+            raise QueueFull(f"{self.max_waiting} requests are already waiting; retry later")
+        request_id = request_id or f"req-{next(self.ids)}"
+        stream = _Stream(asyncio.get_running_loop(), asyncio.Queue())
+        self.streams[request_id] = stream
+        self.queued += 1
+        self._send("add", request_id, self.engine.encode(prompt), params)
+        finished = False
+        try:
+            while True:
+                delta = await stream.queue.get()
+                if isinstance(delta, BaseException):
+                    raise delta
+                finished = delta.finish_reason is not None
+                yield delta
+                if finished:
+                    return
+        finally:
+            if not finished:  # the consumer stopped reading: free the slot
+                self._send("abort", request_id)
+
+    async def abort(self, request_id: str) -> None:
+        self._send("abort", request_id)
+
+    def close(self) -> None:
+        self.closed = True
+        self._send("stop")
+        self.thread.join(timeout=10)
+        self.tools.shutdown(wait=False, cancel_futures=True)
+
+    def _send(self, *command) -> None:
+        self.inbox.put(command)
+        self.wake.set()
+
+    # --- the decode thread --------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            if not self._drain():
+                return
+            if self.batch.idle:
+                self.wake.wait(timeout=0.5)
+                self.wake.clear()
+                continue
+            try:
+                events = self.batch.step()
+            except Exception as e:  # a broken model or input: fail every running request, keep serving
+                self._fail_all(e)
+                continue
+            self._publish(events)
+
+    def _drain(self) -> bool:
+        """Apply queued commands; False once asked to stop."""
+        while True:
+            try:
+                command, *args = self.inbox.get_nowait()
+            except queue.Empty:
+                return True
+            if command == "stop":
+                return False
+            if command == "add":
+                self.queued -= 1
+                self._add(*args)
+            elif command == "abort":
+                self._abort(args[0])
+            elif command == "resume":
+                self.batch.resume(*args)
+
+    def _add(self, request_id: str, prompt_ids: list[int], params: SamplingParams) -> None:
+        try:
+            self.batch.add(prompt_ids, params, request_id=request_id)
+        except Exception as e:
+            self._push(request_id, e)
+            self.streams.pop(request_id, None)
+
+    def _abort(self, request_id: str) -> None:
+        rollout = self.batch.abort(request_id)
+        stream = self.streams.pop(request_id, None)
+        if rollout is not None and stream is not None:
+            delta = Delta(request_id, finish_reason="abort", rollout=rollout, usage=usage_of(rollout))
+            stream.loop.call_soon_threadsafe(stream.queue.put_nowait, delta)
+
+    def _publish(self, events) -> None:
+        """Send every streaming request what it gained this step; run tools for the paused."""
+        ended = {e.request: e for e in events}
+        for request_id, stream in list(self.streams.items()):
+            event = ended.get(request_id)
+            seq = self.batch.sequence(request_id)
+            if event is not None and event.kind == "finished":
+                self._push(request_id, self._delta(request_id, stream, None, event.rollout))
+                self.streams.pop(request_id)
+            elif seq is not None and len(seq.rollout.token_ids) > stream.sent_tokens:
+                self._push(request_id, self._delta(request_id, stream, seq, None))
+            if event is not None and event.kind == "paused":
+                self._call_tool(request_id, event.rollout)
+
+    def _delta(self, request_id: str, stream: _Stream, seq: Sequence | None, final: Rollout | None) -> Delta:
+        rollout = final if final is not None else seq.rollout
+        fmt = self.engine.format
+        if final is not None:
+            text = final.text
+        else:
+            text = fmt.tokenizer.decode(rollout.token_ids, skip_special_tokens=False)
+            text = text[: len(text) - held_back(text)]
+        start = fmt.start_phase(rollout.prompt_ids)
+        channels = channel_texts(fmt, text, start)
+        pieces = [
+            new[len(old) :] if new.startswith(old) else new for new, old in zip(channels, stream.sent, strict=True)
+        ]
+        stream.sent = tuple(old + piece for old, piece in zip(stream.sent, pieces, strict=True))
+        new_tokens = slice(stream.sent_tokens, len(rollout.token_ids))
+        stream.sent_tokens = len(rollout.token_ids)
+        delta = Delta(request_id, *pieces, rollout.token_ids[new_tokens], rollout.logprobs[new_tokens])
+        if final is not None:
+            delta.finish_reason, delta.rollout = final.finish_reason, final
+            delta.usage = usage_of(final)
+        return delta
+
+    def _call_tool(self, request_id: str, rollout: Rollout) -> None:
+        if self.on_tool_call is None:
+            self._send("resume", request_id, "\nerror: no tools are enabled on this engine\n")
+            return
+
+        def run() -> None:
+            try:
+                output = self.on_tool_call(rollout)
+            except Exception as e:  # a failing tool is an observation, never a crash
+                output = f"\nerror: the tool failed: {e}\n"
+            self._send("resume", request_id, output)
+
+        self.tools.submit(run)
+
+    def _push(self, request_id: str, item) -> None:
+        stream = self.streams.get(request_id)
+        if stream is not None:
+            stream.loop.call_soon_threadsafe(stream.queue.put_nowait, item)
+
+    def _fail_all(self, error: Exception) -> None:
+        for request_id in list(self.streams):
+            self.batch.abort(request_id)
+            self._push(request_id, PonderError(f"the engine failed while decoding: {error}"))
+        self.streams.clear()
+
+
+def channel_texts(fmt, text: str, start) -> tuple[str, str, str]:
+    """(thinking, answer, tool-call text) of a completion so far: tool-call blocks are taken out of
+    the thinking and the answer into their own channel. Deltas are cut from these, so as text grows
+    each channel only grows."""
+    from ponder.engine.chat_format import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
+
+    thinking, answer, _ = fmt.split(text, start)
+    calls: list[str] = []
+    out = []
+    for part in (thinking, answer):
+        plain = []
+        for i, chunk in enumerate(part.split(TOOL_CALL_OPEN)):
+            if i == 0:
+                plain.append(chunk)
+                continue
+            call, _, rest = chunk.partition(TOOL_CALL_CLOSE)
+            calls.append(TOOL_CALL_OPEN + call + (TOOL_CALL_CLOSE if _ else ""))
+            plain.append(rest)
+        out.append("".join(plain))
+    return out[0], out[1], "".join(calls)
+
+
+def usage_of(rollout: Rollout) -> Usage:
+    """Prompt tokens, tokens chosen by decoding (a tool's output excluded) and the thinking among them."""
+    return Usage(len(rollout.prompt_ids), len(rollout.token_ids) - rollout.tool_tokens, rollout.thinking_tokens)
