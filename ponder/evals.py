@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from ponder.engine import Engine, Rollout, SamplingParams
-from ponder.format import render_prompt
 from ponder.tasks import Problem, get_task
 from ponder.tasks.base import score_safely
 
@@ -105,7 +104,7 @@ def evaluate(
     """Greedy (by default) accuracy of `engine`'s model on `problems`, grouped by task."""
     params = params or SamplingParams(temperature=0.0, max_tokens=256)
     started = time.perf_counter()
-    groups = engine.generate([render_prompt(p.prompt) for p in problems], params, progress=progress)
+    groups = engine.generate([engine.format.prompt(p.prompt) for p in problems], params, progress=progress)
     by_task: dict[str, TaskScore] = defaultdict(lambda: TaskScore(""))
     samples = []
     for problem, group in zip(problems, groups, strict=True):

@@ -250,7 +250,7 @@ def test_chat_answers_questions_read_from_stdin_and_quits_on_an_empty_line():
     assert done.stdout.count("ponder>") == 2  # one answer per question, then a clean exit
 
 
-def test_chat_reasoning_effort_sets_the_thinking_and_refuses_auto(capsys):
+def test_chat_reasoning_effort_sets_the_thinking_and_auto_votes_over_samples():
     from ponder.cli.chat import ChatOptions, chat_params
 
     assert chat_params(ChatOptions(reasoning_effort="low")).max_thinking_tokens == 1
@@ -258,8 +258,19 @@ def test_chat_reasoning_effort_sets_the_thinking_and_refuses_auto(capsys):
     assert high.force_thinking and high.max_thinking_tokens is None and high.temperature == 0
     plain = chat_params(ChatOptions(temperature=0.9))
     assert plain.temperature == 0.9 and plain.max_tokens == ChatOptions().max_tokens and not plain.force_thinking
-    code, out = run(capsys, "chat", "--reasoning-effort", "auto")
-    assert code == 2 and "a chat question has no task: use low, medium or high" in out
+    from ponder import model as models
+    from ponder.assets import base_model_path
+    from ponder.cli.chat import answer
+    from ponder.engine import Engine
+
+    engine = Engine(*models.load(base_model_path()))
+    calls = []
+    generate = engine.generate
+    engine.generate = lambda prompts, p, **kw: calls.append(p) or generate(prompts, p, **kw)
+    parsed = answer(engine, "Compute 27+56.", chat_params(ChatOptions(reasoning_effort="auto")), "auto")
+    assert parsed.closed_thinking and parsed.answer
+    # auto: the greedy anchor with thinking on, then at least one sampled round to vote with
+    assert calls[0].temperature == 0 and calls[0].force_thinking and len(calls) >= 2 and calls[1].temperature == 1
 
 
 def test_sft_fine_tunes_the_shipped_base_by_default(tmp_path):

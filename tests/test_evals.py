@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from ponder.engine import Rollout
 from ponder.evals import evaluate
+from ponder.format import render_prompt
 from ponder.tasks.mix import TaskMix
+
+
+class TextFormat:
+    def prompt(self, question: str) -> str:
+        return render_prompt(question)
 
 
 class ScriptedEngine:
     """Answers each prompt with a fixed completion text (one rollout per prompt)."""
+
+    format = TextFormat()
 
     def __init__(self, texts):
         self.texts = texts

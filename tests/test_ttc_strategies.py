@@ -5,14 +5,24 @@ from __future__ import annotations
 import dataclasses
 
 from ponder.engine import Engine, Rollout, SamplingParams
+from ponder.format import render_prompt
 from ponder.tasks import get_task
 from ponder.ttc import strategies
 from ponder.ttc.strategies import auto_effort, best_of_n, budget_forcing, majority, oracle_ranker, revision
 
 
+class TextFormat:
+    """A chat format that renders prompts as ponder's text (the fakes read the question back)."""
+
+    def prompt(self, question: str) -> str:
+        return render_prompt(question)
+
+
 class FakeEngine:
     """Mimics `Engine.generate(prompts, params) -> list[list[Rollout]]` with scripted answers:
     `script[prompt_index]` is the list of answers that prompt's successive samples give."""
+
+    format = TextFormat()
 
     def __init__(self, problems, script):
         self.index = {f"{p.prompt}": i for i, p in enumerate(problems)}

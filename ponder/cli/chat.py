@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 
 from ponder.cli.args import add_config_flags, build_config
 from ponder.cli.console import console
-from ponder.errors import PonderError
 
 
 @dataclass
@@ -34,32 +33,30 @@ def run(args) -> None:
 
 def chat_params(options: ChatOptions):
     """What one chat answer samples with: the flags, or a `reasoning_effort` preset's thinking
-    (low = off, medium = on within 64 tokens, high = on), which then sets the temperature too."""
+    (low = off, medium = on within 64 tokens, high = on), which then sets the temperature too.
+    auto samples several answers (see `answer`); its preset's params are the samples' rule."""
     from ponder.engine import SamplingParams
 
     if not options.reasoning_effort:
         return SamplingParams(temperature=options.temperature, max_tokens=options.max_tokens)
     from ponder.ttc.effort import resolve_effort
 
-    preset = resolve_effort(options.reasoning_effort)
-    if preset.samples > 1:  # auto: see `answer`, where a voting answer would go
-        raise PonderError(
-            f"reasoning_effort {preset.name!r} votes over samples by a task's answer keys, and a chat "
-            "question has no task: use low, medium or high here (ponder scale --effort measures auto)"
-        )
-    params = preset.params()
+    params = resolve_effort(options.reasoning_effort).params()
     params.max_tokens = max(options.max_tokens, params.max_tokens)
     return params
 
 
-def answer(engine, question: str, params):
-    """One question, one rollout: the parsed thinking and answer.
+def answer(engine, question: str, params, effort: str | None = None):
+    """One question, one answer: the parsed thinking and answer. With a `reasoning_effort`, the
+    preset's strategy runs on the question as on a task problem (auto: greedy with thinking on, then
+    samples until their answers agree; votes by the normalised answer text)."""
+    from ponder.ttc.effort import resolve_effort, run_effort
+    from ponder.ttc.questions import Question
 
-    This is the one place a chat answer is made: `--reasoning-effort auto` (several samples, voted
-    by their answers) will branch here, and `chat_params` will stop refusing it."""
-    from ponder.format import render_prompt
-
-    return engine.generate([render_prompt(question)], params)[0][0].parsed
+    if effort:
+        preset = resolve_effort(effort)
+        return run_effort(engine, [Question(question)], preset)[0].rollout.parsed
+    return engine.generate([engine.format.prompt(question)], params)[0][0].parsed
 
 
 def chat_loop(options: ChatOptions) -> None:
@@ -81,7 +78,7 @@ def chat_loop(options: ChatOptions) -> None:
             break
         if not question:
             break
-        parsed = answer(engine, question, params)
+        parsed = answer(engine, question, params, options.reasoning_effort)
         console.print(f"[dim]{parsed.thinking}[/]")
         reply = parsed.answer if parsed.closed_thinking else "(no answer: the thinking ran out of tokens)"
         console.print(f"[bold green]ponder>[/] [bold]{reply}[/]")

@@ -34,7 +34,6 @@ from ponder.checkpoint import load_checkpoint, prepare_run_dir, save_checkpoint,
 from ponder.engine import Engine, SamplingParams
 from ponder.errors import PonderError
 from ponder.evals import evaluate
-from ponder.format import render_prompt
 from ponder.io import append_jsonl
 from ponder.rl import algorithms as alg
 from ponder.rl.batch import RolloutBatch, token_logprobs
@@ -251,7 +250,7 @@ def rl_step(run: RLRun, step: int) -> dict:
         max_tokens=cfg.max_tokens,
         seed=cfg.seed * 100_003 + step,
     )
-    groups = run.engine.generate([render_prompt(p.prompt) for p in problems], params)
+    groups = run.engine.generate([run.engine.format.prompt(p.prompt) for p in problems], params)
     run.model.train()
     gen_s = time.perf_counter() - t0
     rollouts = [r for g in groups for r in g]

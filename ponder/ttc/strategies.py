@@ -5,9 +5,12 @@
     tokens = sum(o.tokens for o in outcomes)  # every sample counted, not only the chosen one
 
 Every strategy is `(engine, problems, ...) -> list[Outcome]` and batches across problems: one
-`engine.generate` call per round with n samples per prompt, never a loop over problems. The task
-verifier scores the chosen answer *after* choosing; it is never used to choose, except by the
-`oracle` ranker of best-of-n (the upper bound a perfect verifier would give).
+`engine.generate` call per round with n samples per prompt, never a loop over problems. A "problem"
+is a task `Problem` (votes by the task's answer key, the verifier scores the chosen answer *after*
+choosing) or a `Question` (any chat request: votes by the normalised answer text, or a key function
+it brings; nothing to score), so the same vote, best-of-n or auto effort serves an eval and a chat
+or server request. The verifier is never used to choose, except by the `oracle` ranker of best-of-n
+(the upper bound a perfect verifier would give).
 
     greedy          temperature 0, one sample
     sample          one sample at the given temperature
@@ -29,10 +32,9 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from ponder.engine import Rollout, SamplingParams
-from ponder.evals import score_rollout
-from ponder.format import render_prompt
-from ponder.tasks import Problem, get_task
-from ponder.ttc.answers import leader, plurality, sample_key, top_score, weighted
+from ponder.tasks import Problem
+from ponder.ttc.answers import leader, plurality, top_score, weighted
+from ponder.ttc.questions import Question, key_of, prompt_ids, score_of
 
 # scores for each problem's rollouts, higher = more likely correct
 Ranker = Callable[[Sequence[Problem], Sequence[Sequence[Rollout]]], list[list[float]]]
@@ -46,10 +48,10 @@ REVISION_TEMPLATE = "{prompt} Your previous answer was {answer}. Check it and an
 class Outcome:
     """One problem's result under a strategy."""
 
-    problem: Problem
+    problem: Problem | Question
     answer: str  # the chosen answer text (after </think>)
     key: str  # its voting key ("" = no readable answer)
-    correct: bool  # the task verifier on the chosen rollout, after choosing
+    correct: bool  # the task verifier on the chosen rollout, after choosing (a Question: False)
     tokens: int  # tokens generated for this problem, all samples and rounds included
     samples: int  # rollouts drawn for this problem
     rollout: Rollout | None = None  # the chosen one
@@ -67,25 +69,23 @@ def total_tokens(outcomes: Sequence[Outcome]) -> int:
 # shared machinery
 
 
-def draw(engine, problems: Sequence[Problem], params: SamplingParams, progress: Progress = None):
+def draw(engine, problems: Sequence[Problem | Question], params: SamplingParams, progress: Progress = None):
     """`params.n` rollouts per problem, in one batched engine call."""
-    return engine.generate([render_prompt(p.prompt) for p in problems], params, progress=progress)
+    return engine.generate([prompt_ids(engine, p) for p in problems], params, progress=progress)
 
 
-def keys_of(problem: Problem, group: Sequence[Rollout]) -> list[str]:
-    task = get_task(problem.task)
-    return [sample_key(task, problem, r) for r in group]
+def keys_of(problem: Problem | Question, group: Sequence[Rollout]) -> list[str]:
+    return [key_of(problem, r) for r in group]
 
 
-def outcome(problem: Problem, group: Sequence[Rollout], chosen: int, tokens: int | None = None) -> Outcome:
+def outcome(problem: Problem | Question, group: Sequence[Rollout], chosen: int, tokens: int | None = None) -> Outcome:
     """Score the chosen rollout with the task verifier (after the choice was made)."""
-    task = get_task(problem.task)
     r = group[chosen]
     return Outcome(
         problem=problem,
         answer=r.parsed.answer,
-        key=sample_key(task, problem, r),
-        correct=score_rollout(problem, r) > 0.5,
+        key=key_of(problem, r),
+        correct=score_of(problem, r) > 0.5,
         tokens=sum(x.num_tokens for x in group) if tokens is None else tokens,
         samples=len(group),
         rollout=r,
@@ -94,7 +94,7 @@ def outcome(problem: Problem, group: Sequence[Rollout], chosen: int, tokens: int
 
 def oracle_ranker(problems: Sequence[Problem], groups: Sequence[Sequence[Rollout]]) -> list[list[float]]:
     """The task verifier as a ranker: best-of-n with it is pass@n, the ceiling for any verifier."""
-    return [[score_rollout(p, r) for r in g] for p, g in zip(problems, groups, strict=True)]
+    return [[score_of(p, r) for r in g] for p, g in zip(problems, groups, strict=True)]
 
 
 def _params(params: SamplingParams | None, **changes) -> SamplingParams:
@@ -199,7 +199,7 @@ def revision(
     base = params or dataclasses.replace(DEFAULT_PARAMS, temperature=0.0)
     tokens = [0] * len(problems)
     results: list[Outcome | None] = [None] * len(problems)
-    prompts = [render_prompt(p.prompt) for p in problems]
+    prompts = [prompt_ids(engine, p) for p in problems]
     for r in range(rounds):
         groups = engine.generate(prompts, _params(base, n=1, seed=_round_seed(base, r)), progress=progress)
         for i, (p, g) in enumerate(zip(problems, groups, strict=True)):
@@ -209,7 +209,7 @@ def revision(
                 results[i] = attempt
             results[i].tokens, results[i].samples = tokens[i], r + 1
         prompts = [
-            render_prompt(REVISION_TEMPLATE.format(prompt=p.prompt, answer=o.answer or "empty"))
+            engine.format.prompt(REVISION_TEMPLATE.format(prompt=p.prompt, answer=o.answer or "empty"))
             for p, o in zip(problems, results, strict=True)
         ]
     return list(results)

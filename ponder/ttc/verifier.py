@@ -160,7 +160,7 @@ def _text(problem: Problem, rollout: Rollout) -> str:
 
 def label_rollouts(engine, problems: Sequence[Problem], params: SamplingParams, progress=None):
     """(texts, labels, problem index of each): rollouts scored by their tasks' own verifiers."""
-    groups = engine.generate([render_prompt(p.prompt) for p in problems], params, progress=progress)
+    groups = engine.generate([engine.format.prompt(p.prompt) for p in problems], params, progress=progress)
     texts, labels, owner = [], [], []
     for i, (p, g) in enumerate(zip(problems, groups, strict=True)):
         for r in g:
