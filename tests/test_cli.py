@@ -159,6 +159,7 @@ def command_configs() -> dict[str, tuple]:
     from ponder.cli.demo import DemoOptions
     from ponder.cli.eval import EvalOptions
     from ponder.cli.scale import ScaleOptions
+    from ponder.tools.base import ToolConfig
     from ponder.train.lm import LMConfig
     from ponder.train.rl import RLConfig
     from ponder.ttc.scale import ScaleConfig
@@ -172,7 +173,11 @@ def command_configs() -> dict[str, tuple]:
         "chat": (ChatOptions,),
         "scale": (ScaleOptions, ScaleConfig),
         "contamination": (ContaminationOptions,),
+        "tool": (ToolConfig,),
     }
+
+
+POSITIONAL = {"tool": ["python"]}  # a command's required positional arguments
 
 
 def help_entries(text: str) -> dict[str, str]:
@@ -210,7 +215,7 @@ def test_every_command_help_lists_its_config_fields_with_the_dataclass_default(c
                 default = BASES.get(command, {}).get(f.name, field_default(f))
                 shown = "".join(f"(default: {default_text(default)})".split())
                 assert shown in entries.get("--" + f.name.replace("_", "-"), ""), (command, f.name, shown)
-            args = parser().parse_args([command])
+            args = parser().parse_args([command, *POSITIONAL.get(command, [])])
             assert build_config(cls, args, BASES.get(command)) == cls(**BASES.get(command, {}))
 
 

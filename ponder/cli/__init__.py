@@ -7,6 +7,7 @@ ponder eval --model DIR           held-out accuracy per task
 ponder chat --model DIR           talk to a model in the terminal
 ponder scale --model DIR          accuracy against test-time compute (--effort: low/medium/high/auto)
 ponder contamination              n-gram overlap of eval prompts with the training corpora
+ponder tool NAME                  run one tool call (input on stdin) and print what the model would see
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from ponder.errors import PonderError
 
 # One module per command (ponder/cli/<name>.py), each with `register(subparsers)`, which adds its
 # parser(s) and sets `handler`. A new command is a new module and a name here, in --help order.
-COMMAND_MODULES = ("demo", "train", "rl", "eval", "chat", "scale", "contamination")
+COMMAND_MODULES = ("demo", "train", "rl", "eval", "chat", "scale", "contamination", "tool")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -13,10 +13,11 @@ from ponder.tasks.base import Draft, Problem, Task, split_of
 from ponder.tasks.countdown import CountdownTask
 from ponder.tasks.decimals import DecimalsTask
 from ponder.tasks.letters import LettersTask
+from ponder.tasks.lookup import LookupTask
 from ponder.tasks.sudoku import SudokuTask
 
 BUILTIN: dict[str, type[Task]] = {
-    cls.name: cls for cls in (ArithmeticTask, CountdownTask, SudokuTask, LettersTask, DecimalsTask)
+    cls.name: cls for cls in (ArithmeticTask, CountdownTask, SudokuTask, LettersTask, DecimalsTask, LookupTask)
 }
 
 
