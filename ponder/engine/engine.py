@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 import torch
 
@@ -32,6 +33,7 @@ from ponder.engine.sequence import Rollout
 from ponder.errors import PonderError
 
 log = logging.getLogger(__name__)
+TOOL_WORKERS = 8  # tool calls that may run at once while the batch decodes
 
 
 class Engine:
@@ -86,10 +88,15 @@ class Engine:
         prompts: Sequence[str] | Sequence[list[int]],
         params: SamplingParams | None = None,
         progress: Callable[[int], None] | None = None,
+        on_tool_call: Callable[[Rollout], str] | None = None,
     ) -> list[list[Rollout]]:
         """`params.n` rollouts for each prompt (token ids, or text already in the chat format).
 
-        `progress(k)` is called as k more sequences finish."""
+        `progress(k)` is called as k more sequences finish. With `params.tools`, a sequence that
+        closes a tool call pauses and `on_tool_call(rollout)` (a `tools.loop.ToolLoop`) runs in a
+        worker thread while the others decode; its text is written for the model and it resumes."""
+        if params is not None and params.tools and on_tool_call is None:
+            raise PonderError("params.tools is on but no on_tool_call was given: pass a ponder.tools.loop.ToolLoop")
         params = params or SamplingParams()
         seed = params.seed if params.seed is not None else random.randrange(2**62)
         one = SamplingParams(**{**vars(params), "n": 1, "seed": seed})
@@ -100,11 +107,19 @@ class Engine:
             for j in range(params.n):
                 batch.add(prompt, request_id=(i, j), prompt_index=i, sample_index=j)
         done: dict[tuple[int, int], Rollout] = {}
-        while not batch.idle:
-            finished = [e for e in batch.step() if e.kind == "finished"]
-            done.update((e.request, e.rollout) for e in finished)
-            if progress and finished:
-                progress(len(finished))
+        with ThreadPoolExecutor(TOOL_WORKERS, thread_name_prefix="ponder-tool") as tools:
+            running: dict[tuple[int, int], Future] = {}
+            while not batch.idle or running:
+                if batch.idle:  # everyone left is waiting for a tool
+                    wait(running.values(), return_when=FIRST_COMPLETED)
+                events = batch.step()
+                finished = [e for e in events if e.kind == "finished"]
+                done.update((e.request, e.rollout) for e in finished)
+                running.update((e.request, tools.submit(on_tool_call, e.rollout)) for e in events if e.kind == "paused")
+                for request in [r for r, f in running.items() if f.done()]:
+                    batch.resume(request, running.pop(request).result())
+                if progress and finished:
+                    progress(len(finished))
         return [[done[(i, j)] for j in range(params.n)] for i in range(len(ids))]
 
 

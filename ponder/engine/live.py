@@ -178,6 +178,7 @@ class LiveBatch:
                 chosen.append(token)
             elif outcome == "paused":
                 seq.status, seq.pending = "paused", [token]  # the token it wrote is fed when it resumes
+                seq.rollout.text = self.engine.tokenizer.decode(seq.rollout.token_ids, skip_special_tokens=False)
                 self.paused[seq.id] = seq
                 events.append(Event(seq.id, "paused", seq.rollout))
             else:

@@ -40,6 +40,7 @@ class Rollout:
     completion: ParsedCompletion | None = None  # set by the engine with the model's own chat format
     tool_calls: int = 0  # times it paused for a tool
     tool_tokens: int = 0  # tokens of tool output written for it (mask 0, not chosen by decoding)
+    tool_statuses: list[str] = field(default_factory=list)  # each tool call's outcome: ok, error, timeout, ...
 
     @property
     def parsed(self) -> ParsedCompletion:
