@@ -97,9 +97,11 @@ class AsyncEngineClient:
     # --- the asyncio side ---------------------------------------------------------------------------
 
     async def generate(
-        self, prompt: str | list[int], params: SamplingParams, request_id: str | None = None
+        self, prompt: str | list[int], params: SamplingParams, request_id: str | None = None, sample_index: int = 0
     ) -> AsyncIterator[Delta]:
-        """Token deltas of one request, the last one with finish_reason, usage and the rollout."""
+        """Token deltas of one request, the last one with finish_reason, usage and the rollout.
+        For n samples of one prompt, call it n times with sample_index 0..n-1: their random streams
+        differ (the same seed, mixed with the index), and joining at one step they share a prefill."""
         if self.closed:
             raise PonderError("the engine client is closed")
         if len(self.batch.waiting) + self.queued >= self.max_waiting:
@@ -108,7 +110,7 @@ class AsyncEngineClient:
         stream = _Stream(asyncio.get_running_loop(), asyncio.Queue())
         self.streams[request_id] = stream
         self.queued += 1
-        self._send("add", request_id, self.engine.encode(prompt), params)
+        self._send("add", request_id, self.engine.encode(prompt), params, sample_index)
         finished = False
         try:
             while True:
@@ -170,9 +172,9 @@ class AsyncEngineClient:
             elif command == "resume":
                 self.batch.resume(*args)
 
-    def _add(self, request_id: str, prompt_ids: list[int], params: SamplingParams) -> None:
+    def _add(self, request_id: str, prompt_ids: list[int], params: SamplingParams, sample_index: int) -> None:
         try:
-            self.batch.add(prompt_ids, params, request_id=request_id)
+            self.batch.add(prompt_ids, params, request_id=request_id, sample_index=sample_index)
         except Exception as e:
             self._push(request_id, e)
             self.streams.pop(request_id, None)
