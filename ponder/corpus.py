@@ -21,8 +21,11 @@ from ponder.tasks.mix import TaskMix
 
 @dataclass(frozen=True)
 class Example:
-    prompt: str  # rendered prompt, ending inside <think>
+    prompt: str  # rendered in ponder's own format, ending inside <think> (tokenizer training, overlap)
     completion: str  # thinking, </think>, answer, end token
+    question: str = ""  # the parts, for rendering through any model's chat format (ChatFormat)
+    thinking: str = ""
+    answer: str = ""
 
 
 def example(mix: TaskMix, i: int, mistake_rate: float, seed: int = 0, direct_rate: float = 0.0) -> Example:
@@ -34,7 +37,13 @@ def example(mix: TaskMix, i: int, mistake_rate: float, seed: int = 0, direct_rat
     else:
         mistake = rng.random() < mistake_rate
         thinking = task.trace(problem, task.trace_rng(problem, seed), mistake=mistake)
-    return Example(render_prompt(problem.prompt), render_completion(thinking, problem.answer))
+    return Example(
+        render_prompt(problem.prompt),
+        render_completion(thinking, problem.answer),
+        problem.prompt,
+        thinking,
+        problem.answer,
+    )
 
 
 def examples(

@@ -95,6 +95,32 @@ class ChatFormat:
         """Prompt ids for one user question."""
         return self.render([{"role": "user", "content": question}], thinking=thinking)
 
+    def completion(self, thinking: str, answer: str, start: Phase) -> list[int]:
+        """The ids a model should write for a worked answer (SFT targets), in this template's layout:
+        after a prompt that opened the thinking, "thinking\n</think>{sep}answer<eos>"; where the model
+        opens it itself, "<think>\n" first; with thinking off, the answer alone."""
+        eos = self.tokenizer.eos_token or ""
+        if start == Phase.ANSWER:
+            return list(self.encode(f"{answer.strip()}{eos}"))
+        body = f"{thinking.strip()}\n{THINK_CLOSE}{self.answer_separator}{answer.strip()}{eos}"
+        return list(self.encode(body if start == Phase.THINKING else f"{THINK_OPEN}\n{body}"))
+
+    @property
+    def answer_separator(self) -> str:
+        """What the template writes between "</think>" and the answer ("" for ponder, "\n\n" for
+        Qwen3), read off the template by rendering one assistant turn; "\n\n" if it shows no thinking."""
+        template = getattr(self.tokenizer, "chat_template", None)
+        if not template:
+            return "\n\n"
+        turn = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "ANSWER", "reasoning_content": "R"}]
+        try:
+            text = self.tokenizer.apply_chat_template(turn, tokenize=False)
+        except Exception:  # a template that rejects the extra field: the common layout
+            return "\n\n"
+        if THINK_CLOSE not in text or "ANSWER" not in text:
+            return "\n\n"
+        return text.split(THINK_CLOSE, 1)[1].split("ANSWER", 1)[0]
+
     def start_phase(self, prompt_ids: list[int]) -> Phase:
         """Whether a completion of this prompt starts inside the thinking, after it, or before it."""
         tail = self.tokenizer.decode(prompt_ids[-24:], skip_special_tokens=False).rstrip()

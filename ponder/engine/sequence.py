@@ -106,7 +106,7 @@ class Sequence:
         """Tokens to write instead of the sample, if a rule says so (thinking on, budgets)."""
         p, fmt = self.params, self.fmt
         if self.phase == Phase.BEFORE and p.force_thinking and not self.rollout.token_ids:
-            return list(fmt.think_open + fmt.newline)  # thinking on, where the model opens it itself
+            return list(fmt.think_open)  # thinking on, where the model opens it itself
         if self.phase != Phase.THINKING or not p.has_budget:
             return []
         count = self.rollout.thinking_tokens

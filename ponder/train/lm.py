@@ -26,6 +26,7 @@ import torch
 from ponder import model as models
 from ponder.checkpoint import load_checkpoint, prepare_run_dir, save_checkpoint, trim_metrics
 from ponder.corpus import Example, examples
+from ponder.engine.chat_format import ChatFormat
 from ponder.errors import PonderError
 from ponder.io import append_jsonl
 from ponder.tasks.mix import CORPUS_MIX, TaskMix
@@ -105,11 +106,14 @@ def make_optimizer(model, cfg) -> torch.optim.AdamW:
 
 
 def collate(batch: list[Example], tokenizer, loss_on: str, max_len: int, device) -> dict[str, torch.Tensor]:
-    """Right-padded input ids and labels; labels are -100 where no loss is taken."""
+    """Right-padded input ids and labels; labels are -100 where no loss is taken. Each example is
+    rendered by the model's own chat template (`ChatFormat`): ponder's for its own models, Qwen3's
+    or Llama 3's for theirs, so SFT on a real checkpoint trains the layout it will be prompted with."""
+    fmt = ChatFormat(tokenizer)
     rows, labels = [], []
     for ex in batch:
-        prompt = tokenizer.encode(ex.prompt, add_special_tokens=False)
-        completion = tokenizer.encode(ex.completion, add_special_tokens=False)
+        prompt = fmt.prompt(ex.question)
+        completion = fmt.completion(ex.thinking, ex.answer, fmt.start_phase(prompt))
         ids = (prompt + completion)[:max_len]
         lab = (prompt if loss_on == "all" else [-100] * len(prompt)) + completion
         rows.append(ids)
