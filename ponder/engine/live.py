@@ -218,8 +218,9 @@ class LiveBatch:
         joining = self.resumed
         self.resumed = []
         while self.waiting and (self.free or self.slots_made < self.max_batch):
-            seq = self.waiting.popleft()
+            seq = self.waiting[0]
             seq.slot = self._take_slot()
+            self.waiting.popleft()
             joining.append(seq)
         if joining:
             self._prefill(joining)
@@ -273,8 +274,11 @@ class LiveBatch:
         return heapq.heappop(self.free)
 
     def _grow_rows(self) -> int:
+        """More slots (geometric growth up to max_batch), each long enough for the waiting requests'
+        prompts and token budgets, so decoding rarely has to grow the pool again."""
         rows = min(self.max_batch, max(self.pool.rows * GROWTH, self.pool.rows + len(self.waiting) + 1))
-        self.pool.allocate(rows, max(self.pool.capacity, 64))
+        need = max((len(s.pending) + s.params.max_tokens + 1 for s in self.waiting), default=0)
+        self.pool.allocate(rows, max(self.pool.capacity, need, 64))
         return rows
 
     def _release(self, seq: Sequence) -> None:
