@@ -2,7 +2,7 @@
 
     pip install -e '.[bench]'          # trl, peft, accelerate, datasets
     OMP_NUM_THREADS=1 python bench/rl_vs_trl.py [--steps 20] [--prompts-per-step 16] [--group-size 8]
-        [--max-tokens 256] [--lr 1e-3] [--tasks MIX] [--eval-per-task 20] [--threads N]
+        [--max-tokens 256] [--lr 1e-3] [--tasks MIX] [--eval-per-task 20] [--threads N] [--seeds 3]
 
 What it measures. Both trainers start from the same model directory and run `--steps` GRPO steps;
 each step samples `--group-size` completions for each of `--prompts-per-step` train problems and
@@ -10,10 +10,12 @@ takes one optimizer step. Seconds per step is the wall time between the end of s
 of the last step, divided by steps - 1: model loading, start-up and the first (warm-up) step are
 left out, everything a step really costs (sampling, rewards, backward, logging) is in. Then the
 base model and both trained models are scored by ponder's `evaluate` on the same held-out set,
-greedily, so accuracy differences come from training alone.
+greedily, so accuracy differences come from training alone. With `--seeds N` each trainer runs N
+times (seeds 0..N-1: ponder's problem stream and sampler, TRL's `seed`); the report gives each run
+and the mean and spread, since one run's accuracy moves by a few points with the seed.
 
 What "same setup" means. Same model and tokenizer, the same train problems in the same order
-(`TaskMix(tasks).problems("train", 0, steps * prompts_per_step)`, TRL's shuffle turned off), the
+(`TaskMix(tasks).problems("train", 0, steps * prompts_per_step, seed)`, TRL's shuffle off), the
 same prompt text (`render_prompt`, given to TRL as plain text so no chat template is applied), the
 same reward (the task's verifier), group size, completions per step, completion length limit,
 temperature 1.0, learning rate, no KL (beta 0), one update per batch (on-policy: the ratio is 1 and
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import statistics
 import tempfile
 import time
 import warnings
@@ -69,12 +72,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="override TRL's default (on) to check how much of its time recomputation costs",
     )
+    ap.add_argument("--seeds", type=int, default=1, help="runs of each trainer, seeds 0..N-1")
     ap.add_argument("--out", help="keep both runs here (default: a temporary directory, removed after)")
     args = ap.parse_args(argv)
     if args.steps < 2:
         ap.error("--steps must be >= 2: the first step is a warm-up and is not timed")
     if args.group_size < 2:
         ap.error("--group-size must be >= 2: GRPO compares samples of one group")
+    if args.seeds < 1:
+        ap.error("--seeds must be >= 1")
     return args
 
 
@@ -100,8 +106,9 @@ def accuracy_se(report: EvalReport) -> float:
 # --- ponder ----------------------------------------------------------------------------------------
 
 
-def ponder_config(args: argparse.Namespace, model_dir: Path, out: Path) -> RLConfig:
+def ponder_config(args: argparse.Namespace, model_dir: Path, out: Path, seed: int = 0) -> RLConfig:
     return RLConfig(
+        seed=seed,
         out=str(out),
         init=str(model_dir),
         tasks=args.tasks,
@@ -119,7 +126,7 @@ def ponder_config(args: argparse.Namespace, model_dir: Path, out: Path) -> RLCon
     )
 
 
-def run_ponder(args: argparse.Namespace, model_dir: Path, out: Path) -> dict:
+def run_ponder(args: argparse.Namespace, model_dir: Path, out: Path, seed: int = 0) -> dict:
     step_ends, records = [], []
 
     def on_step(record: dict) -> None:
@@ -132,7 +139,7 @@ def run_ponder(args: argparse.Namespace, model_dir: Path, out: Path) -> dict:
                 flush=True,
             )
 
-    final = train_rl(ponder_config(args, model_dir, out), on_step=on_step)
+    final = train_rl(ponder_config(args, model_dir, out, seed), on_step=on_step)
     timed = records[1:]
     return {
         "s_per_step": seconds_per_step(step_ends),
@@ -151,7 +158,7 @@ def trl_dataset(problems: list[Problem]):
 
     return Dataset.from_dict(
         {
-            "prompt": [render_prompt(p.prompt) for p in problems],
+            "prompt": [render_prompt(p.prompt) for p in problems],  # the text ponder's format renders
             "problem_index": list(range(len(problems))),
             "task": [p.task for p in problems],
         }
@@ -180,7 +187,7 @@ def make_reward(problems: list[Problem], tokenizer):
     return ponder_verifier
 
 
-def trl_config(args: argparse.Namespace, out: Path):
+def trl_config(args: argparse.Namespace, out: Path, seed: int = 0):
     from trl import GRPOConfig
 
     overrides = {}
@@ -207,6 +214,7 @@ def trl_config(args: argparse.Namespace, out: Path):
         save_strategy="no",
         logging_steps=1,
         disable_tqdm=True,
+        seed=seed,
         **overrides,
     )
 
@@ -239,12 +247,12 @@ def step_timer():
     return StepTimer()
 
 
-def run_trl(args: argparse.Namespace, model_dir: Path, problems: list[Problem], out: Path) -> dict:
+def run_trl(args: argparse.Namespace, model_dir: Path, problems: list[Problem], out: Path, seed: int = 0) -> dict:
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from trl import GRPOTrainer
 
     model, tokenizer = load(model_dir)
-    cfg = trl_config(args, out)
+    cfg = trl_config(args, out, seed)
     timer = step_timer()
     trainer = GRPOTrainer(
         model=model,
@@ -295,37 +303,55 @@ def held_out(model_dir: Path, problems: list[Problem], max_tokens: int) -> EvalR
     return evaluate(Engine(model, tokenizer), problems, SamplingParams(temperature=0, max_tokens=max_tokens))
 
 
-def print_report(args, model_dir: Path, n_params: int, ponder: dict, trl: dict, evals: dict) -> None:
+def print_report(args, model_dir: Path, n_params: int, runs: dict[str, list[dict]], evals: dict) -> None:
+    """`runs[name]`: one dict per seed; `evals[name]`: the held-out report of each seed's model."""
     completions = args.prompts_per_step * args.group_size
     print()
     print(
         f"model {model_dir} ({n_params / 1e6:.2f}M params); tasks {args.tasks}; {args.steps} steps x "
         f"{args.prompts_per_step} prompts x G={args.group_size} = {completions} completions/step, "
-        f"<= {args.max_tokens} tokens each; lr {args.lr}; torch threads {torch.get_num_threads()}"
+        f"<= {args.max_tokens} tokens each; lr {args.lr}; torch threads {torch.get_num_threads()}; "
+        f"seeds 0..{args.seeds - 1}"
     )
     print("TRL settings that differ from ponder's:")
-    for line in trl_defaults_that_differ(trl["config"]):
+    for line in trl_defaults_that_differ(runs["TRL"][0]["config"]):
         print(f"  - {line}")
-    n_eval = evals["base"].problems
+    n_eval = evals["base"][0].problems
     print()
     # ms/token: the policies drift apart, so their completions (and so a step's work) differ in length
-    head = f"{'':8} {'s/step':>8} {'tokens/step':>12} {'ms/token':>9} {'const. groups':>14} {'held-out acc':>13}"
+    head = f"{'':12} {'s/step':>8} {'tokens/step':>12} {'ms/token':>9} {'const. groups':>14} {'held-out acc':>13}"
     print(f"{head}  (n={n_eval})")
-    print(f"{'base':8} {'':>8} {'':>12} {'':>9} {'':>14} {evals['base'].overall:13.1%}")
-    for name, run in (("TRL", trl), ("ponder", ponder)):
-        ms_per_token = 1000 * run["s_per_step"] / run["tokens_per_step"]
-        print(
-            f"{name:8} {run['s_per_step']:8.2f} {run['tokens_per_step']:12.0f} {ms_per_token:9.2f} "
-            f"{run['constant_groups']:14.1%} {evals[name].overall:13.1%}"
-        )
-    ratio = trl["s_per_step"] / ponder["s_per_step"]
+    print(f"{'base':12} {'':>8} {'':>12} {'':>9} {'':>14} {evals['base'][0].overall:13.1%}")
+    for name in ("TRL", "ponder"):
+        for seed, (run, report) in enumerate(zip(runs[name], evals[name], strict=True)):
+            ms_per_token = 1000 * run["s_per_step"] / run["tokens_per_step"]
+            print(
+                f"{name + ' s' + str(seed):12} {run['s_per_step']:8.2f} {run['tokens_per_step']:12.0f} "
+                f"{ms_per_token:9.2f} {run['constant_groups']:14.1%} {report.overall:13.1%}"
+            )
+    speed = {name: [r["s_per_step"] for r in runs[name]] for name in runs}
+    acc = {name: [r.overall for r in evals[name]] for name in ("TRL", "ponder")}
+    ratios = [t / p for t, p in zip(speed["TRL"], speed["ponder"], strict=True)]
     print()
-    print(f"speed: TRL s/step / ponder s/step = {ratio:.2f}x   target >= 2x: {'PASS' if ratio >= 2 else 'FAIL'}")
-    diff = evals["ponder"].overall - evals["TRL"].overall
-    se = math.hypot(accuracy_se(evals["ponder"]), accuracy_se(evals["TRL"]))
+    print(
+        f"speed: TRL s/step / ponder s/step = {statistics.mean(ratios):.2f}x "
+        f"({min(ratios):.2f}-{max(ratios):.2f} over seeds)   target >= 2x: "
+        f"{'PASS' if statistics.mean(ratios) >= 2 else 'FAIL'}"
+    )
+    for name in ("TRL", "ponder"):
+        spread = statistics.stdev(acc[name]) if len(acc[name]) > 1 else 0.0
+        print(f"held-out accuracy {name:6}: {statistics.mean(acc[name]):.1%} +/- {spread:.1%} (std over seeds)")
+    diff = statistics.mean(acc["ponder"]) - statistics.mean(acc["TRL"])
+    se = math.hypot(*(_mean_se(evals[name]) for name in ("ponder", "TRL")))
     verdict = "PASS" if diff >= 0 else "FAIL" + (" (within 2 s.e. of noise)" if -diff < 2 * se else "")
     print(f"accuracy: ponder - TRL = {diff * 100:+.1f} points (+/- {se * 100:.1f} s.e.)   no worse: {verdict}")
-    print(f"TRL clip active: max clipped-token fraction {trl['clip_region']:.3f} (on-policy, ratio 1)")
+    clip = max(r["clip_region"] for r in runs["TRL"])
+    print(f"TRL clip active: max clipped-token fraction {clip:.3f} (on-policy, ratio 1)")
+
+
+def _mean_se(reports: list[EvalReport]) -> float:
+    """Standard error of the mean accuracy over seeds: each run's binomial error, averaged."""
+    return math.sqrt(sum(accuracy_se(r) ** 2 for r in reports)) / len(reports)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -334,20 +360,23 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     model_dir = Path(args.model) if args.model else default_model_dir()
     mix = TaskMix(args.tasks)
-    problems = mix.problems("train", 0, args.steps * args.prompts_per_step)
     eval_set = mix.eval_set(args.eval_per_task)
     started = time.perf_counter()
+    runs: dict[str, list[dict]] = {"ponder": [], "TRL": []}
     with tempfile.TemporaryDirectory(prefix="rl_vs_trl_") as tmp:
         root = Path(args.out) if args.out else Path(tmp)
-        evals = {"base": held_out(model_dir, eval_set, args.max_tokens)}
-        print(f"ponder GRPO ({args.steps} steps):", flush=True)
-        ponder = run_ponder(args, model_dir, root / "ponder")
-        evals["ponder"] = held_out(ponder["model_dir"], eval_set, args.max_tokens)
-        print(f"TRL GRPOTrainer ({args.steps} steps):", flush=True)
-        trl = run_trl(args, model_dir, problems, root / "trl")
-        evals["TRL"] = held_out(trl["model_dir"], eval_set, args.max_tokens)
+        evals = {"base": [held_out(model_dir, eval_set, args.max_tokens)], "ponder": [], "TRL": []}
+        for seed in range(args.seeds):
+            print(f"ponder GRPO ({args.steps} steps, seed {seed}):", flush=True)
+            runs["ponder"].append(run_ponder(args, model_dir, root / f"ponder{seed}", seed))
+            evals["ponder"].append(held_out(runs["ponder"][-1]["model_dir"], eval_set, args.max_tokens))
+            # the problems ponder draws with this seed, in the order it draws them
+            problems = mix.problems("train", 0, args.steps * args.prompts_per_step, seed)
+            print(f"TRL GRPOTrainer ({args.steps} steps, seed {seed}):", flush=True)
+            runs["TRL"].append(run_trl(args, model_dir, problems, root / f"trl{seed}", seed))
+            evals["TRL"].append(held_out(runs["TRL"][-1]["model_dir"], eval_set, args.max_tokens))
         n_params = count_parameters(load(model_dir)[0])
-        print_report(args, model_dir, n_params, ponder, trl, evals)
+        print_report(args, model_dir, n_params, runs, evals)
     print(f"total wall time {time.perf_counter() - started:.0f} s")
 
 
