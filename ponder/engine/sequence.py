@@ -41,6 +41,7 @@ class Rollout:
     tool_calls: int = 0  # times it paused for a tool
     tool_tokens: int = 0  # tokens of tool output written for it (mask 0, not chosen by decoding)
     tool_statuses: list[str] = field(default_factory=list)  # each tool call's outcome: ok, error, timeout, ...
+    policy_version: int = 0  # the weights it was sampled from (rollout workers stamp it)
 
     @property
     def parsed(self) -> ParsedCompletion:
