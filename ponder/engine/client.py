@@ -187,18 +187,25 @@ class AsyncEngineClient:
             stream.loop.call_soon_threadsafe(stream.queue.put_nowait, delta)
 
     def _publish(self, events) -> None:
-        """Send every streaming request what it gained this step; run tools for the paused."""
+        """Send every streaming request what it gained this step, one wake-up per event loop per
+        step (not one per token per stream); run tools for the paused."""
         ended = {e.request: e for e in events}
+        outbox: dict[asyncio.AbstractEventLoop, list] = {}
         for request_id, stream in list(self.streams.items()):
             event = ended.get(request_id)
             seq = self.batch.sequence(request_id)
+            delta = None
             if event is not None and event.kind == "finished":
-                self._push(request_id, self._delta(request_id, stream, None, event.rollout))
+                delta = self._delta(request_id, stream, None, event.rollout)
                 self.streams.pop(request_id)
             elif seq is not None and len(seq.rollout.token_ids) > stream.sent_tokens:
-                self._push(request_id, self._delta(request_id, stream, seq, None))
+                delta = self._delta(request_id, stream, seq, None)
+            if delta is not None:
+                outbox.setdefault(stream.loop, []).append((stream.queue, delta))
             if event is not None and event.kind == "paused":
                 self._call_tool(request_id, event.rollout)
+        for loop, items in outbox.items():
+            loop.call_soon_threadsafe(_deliver, items)
 
     def _delta(self, request_id: str, stream: _Stream, seq: Sequence | None, final: Rollout | None) -> Delta:
         rollout = final if final is not None else seq.rollout
@@ -246,6 +253,12 @@ class AsyncEngineClient:
             self.batch.abort(request_id)
             self._push(request_id, PonderError(f"the engine failed while decoding: {error}"))
         self.streams.clear()
+
+
+def _deliver(items: list) -> None:
+    """On the event loop: hand each stream its delta."""
+    for queue_, delta in items:
+        queue_.put_nowait(delta)
 
 
 def channel_texts(fmt, text: str, start) -> tuple[str, str, str]:
