@@ -181,33 +181,38 @@ class LlamaRunner:
     def decode(self, pool: KVPool, slots: list[int], tokens: list[int], positions: list[int]) -> torch.Tensor:
         """One token for each running slot, at its position; logits (len(slots), vocab).
 
-        Rows [0, hi) of the pool run as one batch of views; a row not in `slots` (free, paused)
-        runs token 0 into the spare slot and its output is dropped."""
-        device, hi = self.device, max(slots) + 1
-        if slots == list(range(hi)):  # the common case: no holes below the highest running row
-            index = None
-            token_t = torch.tensor(tokens, device=device)
+        When the running slots fill most of rows [0, hi), those rows run as one batch of views of
+        the pool (a free or paused row in between runs token 0 into the spare slot; its output is
+        dropped). When fewer than half do (a group's long tail), only the running rows run and their
+        keys are gathered: a copy no larger than the attention's own reads, instead of computing
+        every empty row below the highest running one."""
+        device, hi, end = self.device, max(slots) + 1, max(positions) + 1
+        index = torch.tensor(slots, device=device)
+        sparse = len(slots) * 2 <= hi
+        in_order = slots == list(range(hi))  # exactly rows [0, hi), in order: views need no scatter
+        if sparse or in_order:
+            rows, token_t = index, torch.tensor(tokens, device=device)
             position_t = torch.tensor(positions, device=device)
         else:
-            index = torch.tensor(slots, device=device)
+            rows = torch.arange(hi, device=device)
             token_t = torch.zeros(hi, dtype=torch.long, device=device).index_put_((index,), torch.tensor(tokens))
             position_t = torch.full((hi,), pool.capacity, device=device).index_put_(
                 (index,), torch.tensor(positions, device=device)
             )
-        rows = torch.arange(hi, device=device)
         pool.bias[rows, position_t] = 0.0
-        mask = pool.bias[:hi, None, None, : max(positions) + 1]  # (hi, 1, 1, end) additive: 0 or -inf
-        x = self._run(pool, token_t[:, None], position_t[:, None], rows, mask.shape[-1], mask)
+        mask = (pool.bias[rows] if sparse else pool.bias[:hi])[:, None, None, :end]  # additive: 0 or -inf
+        x = self._run(pool, token_t[:, None], position_t[:, None], rows, end, mask, views=not sparse)
         logits = self._logits(x[:, 0])
-        return logits if index is None else logits.index_select(0, index)
+        return logits if sparse or in_order else logits.index_select(0, index)
 
-    def _run(self, pool: KVPool, tokens, writes, rows, end, mask) -> torch.Tensor:
-        """The layers over `tokens` (B, T), each written to `writes` (B, T) of its row in `rows`."""
+    def _run(self, pool: KVPool, tokens, writes, rows, end, mask, views: bool = False) -> torch.Tensor:
+        """The layers over `tokens` (B, T), each written to `writes` (B, T) of its row in `rows`.
+        `views`: rows are exactly [0, B), so decode reads the pool through views, not a gather."""
         x = self.core.embed_tokens(tokens)  # (B, T, H)
         # RoPE as x * cos + roll(x) * sin_signed: the half-rotation's sign lives in the table
         cos, sin = pool.cos[writes].unsqueeze(2), pool.sin_signed[writes].unsqueeze(2)  # (B, T, 1, hd)
         for w, k_pool, v_pool in zip(self.layers, pool.k, pool.v, strict=True):
-            x += self._attention(w, x, cos, sin, k_pool, v_pool, writes, rows, end, mask)
+            x += self._attention(w, x, cos, sin, k_pool, v_pool, writes, rows, end, mask, views)
             gate, up = F.linear(_rms_norm(w.ln2, x), w.gate_up).chunk(2, dim=-1)
             x += F.linear(F.silu(gate, inplace=True).mul_(up), w.down)
         return x
@@ -215,7 +220,7 @@ class LlamaRunner:
     def _logits(self, last: torch.Tensor) -> torch.Tensor:
         return self.hf.lm_head(_rms_norm(self.core.norm, last)).float()  # (B, vocab)
 
-    def _attention(self, w: _Layer, x, cos, sin, k_pool, v_pool, writes, rows, end, mask):
+    def _attention(self, w: _Layer, x, cos, sin, k_pool, v_pool, writes, rows, end, mask, views: bool):
         B, T, _ = x.shape
         H, KV, D = self.heads, self.kv_heads, self.head_dim
         qkv = F.linear(_rms_norm(w.ln1, x), w.qkv, w.qkv_bias).view(B, T, H + 2 * KV, D)
@@ -227,8 +232,11 @@ class LlamaRunner:
         grid = rows[:, None].expand(B, T)
         k_pool[grid, :, writes] = k  # each token's key into its row, at its position
         v_pool[grid, :, writes] = v
-        if T == 1:  # decode: rows [0, hi) of the pool, as views (no copy)
-            out = self._attend_one(q, k_pool[: len(rows), :, :end], v_pool[: len(rows), :, :end], mask, w.scale)
+        if T == 1:  # decode: rows [0, B) of the pool as views (no copy), or the running rows gathered
+            keys, values = (
+                (k_pool[:B, :, :end], v_pool[:B, :, :end]) if views else (k_pool[rows, :, :end], v_pool[rows, :, :end])
+            )
+            out = self._attend_one(q, keys, values, mask, w.scale)
             return F.linear(out.view(B, 1, H * D), w.o, w.o_bias)
         keys, values = k_pool[rows, :, :end], v_pool[rows, :, :end]  # prefill: gather the rows once
         gqa = KV != H
