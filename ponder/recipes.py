@@ -1,9 +1,22 @@
-"""Named configs. `base` is the recipe of the shipped base model (ponder/assets/base): 6,000 steps
-from scratch on difficulties 1-3 of every family, half the examples worked step by step (10% of those
-with a corrected mistake) and half answered at once with empty thinking. The model can answer both
-ways; which way pays on which task is what reinforcement learning finds out (docs/RESULTS.md)."""
+"""Named configs, each for one command (`RECIPE_COMMANDS`).
 
+`base` (`ponder pretrain --recipe base`) is the recipe of the shipped base model (ponder/assets/base):
+6,000 steps from scratch on difficulties 1-3 of every family, half the examples worked step by step
+(10% of those with a corrected mistake) and half answered at once with empty thinking. The model can
+answer both ways; which way pays on which task is what reinforcement learning finds out
+(docs/RESULTS.md).
+
+`tools` (`ponder sft --recipe tools`) made the shipped tool model (ponder/assets/tools): the base
+fine-tuned on arithmetic at levels 1-5 worked through the calculator and lookups at levels 1-3 through
+search (10% of the traces show a failed first call made again). Its no-tool twin, the same steps on
+the same problems with arithmetic worked by hand and lookups answered from memory, is
+`ponder sft --recipe tools --tools ""` (docs/tools.md compares the two).
+"""
+
+from ponder.errors import PonderError
 from ponder.tasks.mix import CORPUS_MIX
+
+TOOL_MIX = "arithmetic:1-5,lookup:1-3"
 
 RECIPES: dict[str, dict] = {
     "base": {
@@ -17,7 +30,31 @@ RECIPES: dict[str, dict] = {
         "direct_rate": 0.5,
         "seed": 0,
     },
+    "tools": {
+        "tasks": TOOL_MIX,
+        "tools": "calculator,search",
+        "tool_retry_rate": 0.1,
+        "steps": 1200,
+        "batch_size": 32,
+        "max_len": 640,
+        "save_every": 200,
+        "lr": 1e-3,
+        "warmup": 30,
+        "mistake_rate": 0.1,
+        "direct_rate": 0.0,
+        "seed": 0,
+    },
 }
+RECIPE_COMMANDS = {"base": "pretrain", "tools": "sft"}
+
+
+def recipe(name: str, command: str) -> dict:
+    """The config of recipe `name`, which must be one of `command`'s (pretrain or sft)."""
+    if name not in RECIPES:
+        raise PonderError(f"unknown --recipe {name!r}; known: {sorted(RECIPES)}")
+    if RECIPE_COMMANDS[name] != command:
+        raise PonderError(f"recipe {name!r} is for `ponder {RECIPE_COMMANDS[name]}`, not `ponder {command}`")
+    return dict(RECIPES[name])
 
 
 def recipe_examples(name: str) -> int:

@@ -18,3 +18,15 @@ def base_model_path() -> Path:
             f"`ponder pretrain --recipe base --out runs/base` and copy runs/base/model there"
         )
     return path
+
+
+def tools_model_path() -> Path:
+    """The shipped tool model: the base fine-tuned on traces that call the calculator and search
+    (`ponder sft --recipe tools`, docs/tools.md)."""
+    path = ASSETS / "tools"
+    if not (path / "config.json").is_file():
+        raise PonderError(
+            f"the shipped tool model is missing from {path}; reinstall ponder, or rebuild it with "
+            f"`ponder sft --recipe tools --out runs/tools` and copy runs/tools/model there"
+        )
+    return path

@@ -1,4 +1,7 @@
-"""`ponder chat`: a terminal REPL. The thinking is shown dimmed, then the answer in bold."""
+"""`ponder chat`: a terminal REPL. The thinking is shown dimmed, then the answer in bold.
+
+With `--tools calculator,search` the model may call them inside its thinking; the calls and the
+responses the tools wrote show in the dimmed thinking (no --model: the shipped tool model)."""
 
 from __future__ import annotations
 
@@ -6,11 +9,14 @@ from dataclasses import dataclass, field
 
 from ponder.cli.args import add_config_flags, build_config
 from ponder.cli.console import console
+from ponder.cli.runs import ToolOptions, default_model
 
 
 @dataclass
-class ChatOptions:
-    model: str | None = field(default=None, metadata={"help": "model directory; none = the shipped base"})
+class ChatOptions(ToolOptions):
+    model: str | None = field(
+        default=None, metadata={"help": "model directory; none = the shipped base (with --tools: the tool model)"}
+    )
     max_tokens: int = field(
         default=256, metadata={"help": "tokens per answer at most (a reasoning_effort preset may allow more)"}
     )
@@ -62,14 +68,16 @@ def answer(engine, question: str, params, effort: str | None = None):
 def chat_loop(options: ChatOptions) -> None:
     """Read questions until an empty line or end of input; print each thinking dimmed, then the answer."""
     from ponder import model as models
-    from ponder.assets import base_model_path
     from ponder.engine import Engine
+    from ponder.evals import ToolEngine
 
     params = chat_params(options)  # a bad effort fails before the model loads
-    model_dir = options.model or base_model_path()
+    tools = options.loop()  # and so do unknown tool names
+    model_dir = default_model(options.model, options.tools)
     model, tokenizer = models.load(model_dir)
-    engine = Engine(model, tokenizer)
+    engine = Engine(model, tokenizer) if tools is None else ToolEngine(Engine(model, tokenizer), tools)
     mode = f", reasoning_effort {options.reasoning_effort}" if options.reasoning_effort else ""
+    mode += f", tools {options.tools}" if tools is not None else ""
     console.print(f"[bold]ponder chat[/] with {model_dir}{mode}. Ask a question; empty line or Ctrl-D quits.")
     while True:
         try:

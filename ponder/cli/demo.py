@@ -1,7 +1,9 @@
 """`ponder demo`: the pipeline in minutes on the shipped base model.
 
 1) evaluate the base on held-out problems, 2) improve it with a short GRPO run (before / after and
-the run report), 3) spend test-time compute on the base and the RL model, one table side by side.
+the run report), 3) spend test-time compute on the base and the RL model, one table side by side,
+4) tools inside the thinking: the shipped tool model without and with the calculator and search,
+accuracy and the two test-time curves side by side.
 Each stage is the job its own command runs (ponder eval, rl, scale), from ponder.cli.runs.
 """
 
@@ -12,7 +14,7 @@ from pathlib import Path
 
 from ponder.cli.args import add_config_flags, build_config
 from ponder.cli.console import console, eval_table, table
-from ponder.cli.runs import HeldOutOptions, run_eval, run_rl, run_sweep
+from ponder.cli.runs import HeldOutOptions, run_eval, run_rl, run_sweep, run_tool_sweeps
 
 # stage 3's sweep: about 11 s a model on 2 CPU cores at the default 20 per task (200 problems; runs/v4_demo)
 DEMO_STRATEGIES = (
@@ -27,6 +29,9 @@ DEMO_STRATEGIES = (
 )
 DEMO_BUDGETS = (1, 16, 32, 64, 128)
 DEMO_MAX_N = 8
+# stage 4: the vote's curve (and its oracle ceiling) without and with tools, on what the tool model knows
+DEMO_TOOL_STRATEGIES = ("greedy", "sample", "majority", "best_of_n:oracle")
+DEMO_TOOL_TASKS = "arithmetic:4-5,lookup:1-3"
 
 # the rows of the demo's side-by-side table: (label, strategy, level; None = the largest level)
 DEMO_ROWS = (
@@ -43,6 +48,11 @@ DEMO_ROWS = (
 class DemoOptions(HeldOutOptions):
     rl_steps: int = field(default=60, metadata={"help": "RL steps of the demo's RL stage; 0 = skip it"})
     out: str = field(default="runs/demo", metadata={"help": "run directory of the demo's stages"})
+    tools: str = field(
+        default="calculator,search",
+        metadata={"help": "tools of stage 4 (the shipped tool model without and with them); '' = skip it"},
+    )
+    tool_tasks: str = field(default=DEMO_TOOL_TASKS, metadata={"help": "task mix of stage 4"})
 
 
 def register(sub) -> None:
@@ -79,6 +89,9 @@ def run(args) -> None:
         models["RL"] = out_dir / "rl" / "model"
     console.rule("[bold]3) test-time compute: accuracy against generated tokens")
     demo_compare(models, options.tasks, out_dir / "scale", options.per_task)
+    if options.tools.strip():
+        console.rule(f"[bold]4) tools inside the thinking: the shipped tool model without and with {options.tools}")
+        demo_tools(options, out_dir / "tools")
 
 
 def demo_compare(models: dict[str, Path], tasks: str, out: Path, per_task: int) -> dict:
@@ -116,3 +129,30 @@ def demo_scale(model_dir, tasks: str, out, per_task: int) -> dict:
         f"ponder scale --model {model_dir} --tasks {tasks} --per-task {per_task} --max-n {DEMO_MAX_N} (demo stage)"
     )
     return run_sweep(Engine(model, tokenizer), problems, cfg, out, command, model_dir, table=False)
+
+
+def demo_tools(options: DemoOptions, out: Path) -> dict:
+    """Stage 4: the shipped tool model on `tool_tasks` (arithmetic past the levels its hand-worked
+    traces reach, facts only the search collection holds): greedy accuracy without and with the tools,
+    then the vote's test-time curve without and with them, side by side, with each curve's accuracy
+    per doubling of tokens."""
+    from ponder import model as models
+    from ponder.assets import tools_model_path
+    from ponder.engine import Engine
+    from ponder.evals import tool_loop
+    from ponder.tasks.mix import TaskMix
+    from ponder.ttc.scale import ScaleConfig
+
+    tools, model_dir = tool_loop(options.tools), tools_model_path()
+    held = HeldOutOptions(tasks=options.tool_tasks, per_task=options.per_task, max_tokens=options.max_tokens)
+    reports = {label: run_eval(model_dir, held, label, tools=t) for label, t in (("no tools", None), ("tools", tools))}
+    title = f"held-out greedy accuracy of the tool model, without and with {options.tools}"
+    console.print(eval_table(title, reports))
+    cfg = ScaleConfig(max_n=DEMO_MAX_N, strategies=DEMO_TOOL_STRATEGIES)
+    command = (
+        f"ponder scale --tools {options.tools} --tasks {options.tool_tasks} --per-task {options.per_task} "
+        f"--max-n {DEMO_MAX_N} --strategies {','.join(DEMO_TOOL_STRATEGIES)} (demo stage)"
+    )
+    engine = Engine(*models.load(model_dir))
+    problems = TaskMix(options.tool_tasks).eval_set(options.per_task)
+    return run_tool_sweeps(engine, tools, problems, cfg, out, command, model_dir)

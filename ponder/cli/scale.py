@@ -4,6 +4,9 @@ ponder scale --model DIR --per-task 20 --max-n 16 --verifier runs/verifier --out
     every strategy at every compute level -> runs/scale/{scale.json, scaling.png, histogram.png, report.html}
 ponder scale --model DIR --effort
     low / medium / high / auto side by side: accuracy and tokens, one table
+ponder scale --tools calculator,search --tasks arithmetic:4-5,lookup:1-3
+    the sweep without and with the tools on the same problems, curves side by side, and each curve's
+    accuracy per doubling of tokens (no --model: the shipped tool model)
 
 The sweep's own settings (`--max-n`, `--strategies`, `--budgets`, ...) are ScaleConfig's fields.
 """
@@ -16,15 +19,18 @@ from pathlib import Path
 
 from ponder.cli.args import add_config_flags, build_config, require_count
 from ponder.cli.console import console, progress_bar, table
-from ponder.cli.runs import run_sweep
+from ponder.cli.runs import ToolOptions, default_model, run_sweep, run_tool_sweeps
 from ponder.tasks.mix import DEFAULT_MIX
 
 
 @dataclass
-class ScaleOptions:
-    """What `ponder scale` measures and where it writes; how it samples is ScaleConfig."""
+class ScaleOptions(ToolOptions):
+    """What `ponder scale` measures and where it writes; how it samples is ScaleConfig. With `tools`,
+    the sweep runs without and with them (with `effort`: the presets run with them)."""
 
-    model: str | None = field(default=None, metadata={"help": "model directory; none = the shipped base"})
+    model: str | None = field(
+        default=None, metadata={"help": "model directory; none = the shipped base (with --tools: the tool model)"}
+    )
     tasks: str = field(default=DEFAULT_MIX, metadata={"help": "task mix"})
     per_task: int = field(default=20, metadata={"help": "held-out problems per task and difficulty"})
     verifier: str | None = field(
@@ -50,26 +56,31 @@ def register(sub) -> None:
 
 
 def run(args) -> None:
+    from ponder.evals import ToolEngine
     from ponder.tasks.mix import TaskMix
     from ponder.ttc.scale import ScaleConfig
 
     options, cfg = build_config(ScaleOptions, args), build_config(ScaleConfig, args)
+    tools = options.loop()  # unknown tool names fail before the model loads
     model_dir, engine = _load(options)
     problems = TaskMix(options.tasks).eval_set(options.per_task)
     command = "ponder " + " ".join(sys.argv[1:])
     if options.effort:
+        engine = engine if tools is None else ToolEngine(engine, tools)
         _compare_efforts(engine, problems, cfg.seed, Path(options.out), command, model_dir)
         return
     verifier = _verifier(options, cfg.seed, model_dir)
+    if tools is not None:
+        run_tool_sweeps(engine, tools, problems, cfg, options.out, command, model_dir, verifier, options.verifier)
+        return
     run_sweep(engine, problems, cfg, options.out, command, model_dir, verifier, options.verifier)
 
 
 def _load(options: ScaleOptions):
     from ponder import model as models
-    from ponder.assets import base_model_path
     from ponder.engine import Engine
 
-    model_dir = options.model or base_model_path()
+    model_dir = default_model(options.model, options.tools)
     model, tokenizer = models.load(model_dir)
     return model_dir, Engine(model, tokenizer)
 

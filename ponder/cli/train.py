@@ -1,7 +1,8 @@
 """`ponder pretrain` and `ponder sft`: next-token training, one loop with two loss masks.
 
 pretrain puts the loss on every token (and can start from a named recipe: `--recipe base` made the
-shipped model); sft puts it on the completion only and starts from the shipped base by default.
+shipped model); sft puts it on the completion only and starts from the shipped base by default
+(`--recipe tools` made the shipped tool model).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from pathlib import Path
 
 from ponder.cli.args import add_config_flags, build_config
 from ponder.cli.console import console, progress_bar
-from ponder.errors import PonderError
 
 # what each command sets over LMConfig's defaults (shown in its --help, applied before any flag)
 BASES = {
@@ -26,20 +26,18 @@ def register(sub) -> None:
         p = sub.add_parser(name, help=f"next-token training, loss on {base['loss_on']} tokens")
         add_config_flags(p, LMConfig, skip=("loss_on",), defaults=base)
         p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-        if name == "pretrain":
-            p.add_argument("--recipe", help="a named config, e.g. 'base' (the shipped base model)")
+        example = "'base' (the shipped base model)" if name == "pretrain" else "'tools' (the shipped tool model)"
+        p.add_argument("--recipe", help=f"a named config, e.g. {example}")
         p.set_defaults(handler=run)
 
 
 def run(args) -> None:
-    from ponder.recipes import RECIPES
+    from ponder.recipes import recipe
     from ponder.train.lm import LMConfig, train_lm
 
     base = dict(BASES[args.command])
-    if getattr(args, "recipe", None):
-        if args.recipe not in RECIPES:
-            raise PonderError(f"unknown --recipe {args.recipe!r}; known: {sorted(RECIPES)}")
-        base.update(RECIPES[args.recipe])
+    if args.recipe:
+        base.update(recipe(args.recipe, args.command))
     cfg = build_config(LMConfig, args, base)
     if args.command == "sft" and not cfg.init:
         from ponder.assets import base_model_path

@@ -7,6 +7,10 @@ Difficulty (terms, operand size, operators):
   4  four terms of up to 3 digits, multipliers up to 2 digits
   5  five terms of up to 5 digits, multipliers up to 2 digits
 
+Two kinds of trace. `trace` works by hand (below); `tool_trace` hands the whole expression to a tool
+(`calculator`, or `python` printing it) and reads the result off, which is how a model that has
+tools solves levels 4-5, whose hand-worked traces run to 300-500 tokens of column arithmetic.
+
 Multiplication never chains (no a*b*c), so each product is one "number times multiplier". The trace does
 products first, then the sums left to right, one operation per line; a multi-digit multiplier is split
 into one partial product per digit (386*7, 386*20, then their sum). Each line is worked the way it is
@@ -158,8 +162,12 @@ def _line(step: Step, value: int | None = None) -> str:
     return f"{header}: {', '.join(cols)}, so {step.value if value is None else value}"
 
 
+def _expression(prompt: str) -> str:
+    return prompt.removeprefix("Compute ").removesuffix(".")
+
+
 def _parse(prompt: str) -> tuple[list[int], list[str]]:
-    expr = prompt.removeprefix("Compute ").removesuffix(".")
+    expr = _expression(prompt)
     terms, ops, num = [], [], ""
     for ch in expr:
         if ch.isdigit():
@@ -208,6 +216,29 @@ class ArithmeticTask(Task):
     def check(self, problem: Problem, answer: str) -> bool:
         value = parse_int(clean_answer(answer))
         return value is not None and value == int(problem.answer)
+
+    def tool_trace(self, problem: Problem, tool: str = "calculator") -> str:
+        """The problem worked through a tool: one call with the whole expression, the tool's response
+        (written right after the call, as the engine writes it), then the result read off:
+
+            <tool_call>{"name": "calculator", ...}</tool_call><tool_response>139090</tool_response>
+            so 139090
+
+        The calculator's response is its real output; the python tool's is what `print(<expression>)`
+        prints, the same integer (computed here: a sandbox per training example would cost more than
+        the training step)."""
+        from ponder.tools import CalculatorTool, Observation, format_observation, render_call
+
+        expression = _expression(problem.prompt)
+        if tool == "calculator":
+            call = render_call(tool, {"expression": expression})
+            observation = CalculatorTool().run({"expression": expression})
+        elif tool == "python":
+            call = render_call(tool, {"code": f"print({expression})"})
+            observation = Observation(str(_steps(*_parse(problem.prompt))[-1].value))
+        else:
+            raise ValueError(f"arithmetic has traces for the calculator and python tools, not {tool!r}")
+        return f"{call}{format_observation(observation)}\nso {observation.text}"
 
     def trace(self, problem: Problem, rng: random.Random, mistake: bool = False) -> str:
         steps = _steps(*_parse(problem.prompt))

@@ -10,11 +10,17 @@ The two differ in one thing, the loss mask, so they share this loop:
 
 A new model (no `init`) gets a tokenizer trained on a sample of the corpus, then a Llama of
 `preset` size. `resume=True` continues a run killed at any point from its last checkpoint.
+
+With `tools` (e.g. "calculator,search") the corpus's tool families are worked through those tools
+(`ponder.corpus.ToolUse`): arithmetic hands its expression to the calculator, lookup searches. The
+tool's responses are in the text, but no loss is taken on them (`collate` masks every
+"<tool_response>...</tool_response>" span): the engine writes them at run time, the model never does.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -25,14 +31,16 @@ import torch
 
 from ponder import model as models
 from ponder.checkpoint import load_checkpoint, prepare_run_dir, save_checkpoint, trim_metrics
-from ponder.corpus import Example, examples
+from ponder.corpus import Example, ToolUse, examples
 from ponder.engine.chat_format import ChatFormat
 from ponder.errors import PonderError
 from ponder.io import append_jsonl
 from ponder.tasks.mix import CORPUS_MIX, TaskMix
 from ponder.tokenizer import train_tokenizer
+from ponder.tools import TOOL_RESPONSE_CLOSE, TOOL_RESPONSE_OPEN
 
 LOSS_ON = ("all", "completion")
+_RESPONSES = re.compile(f"({re.escape(TOOL_RESPONSE_OPEN)}.*?(?:{re.escape(TOOL_RESPONSE_CLOSE)}|$))", re.S)
 
 
 @dataclass
@@ -52,6 +60,14 @@ class LMConfig:
     grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm; 0 = off"})
     mistake_rate: float = field(default=0.1, metadata={"help": "share of traces with a corrected mistake"})
     direct_rate: float = field(default=0.0, metadata={"help": "share of examples that skip the thinking"})
+    tools: str = field(
+        default="",
+        metadata={"help": "tools the traces use, e.g. 'calculator,search' (arithmetic, lookup); '' = none"},
+    )
+    tool_rate: float = field(default=1.0, metadata={"help": "share of a tool family's examples worked by its tool"})
+    tool_retry_rate: float = field(
+        default=0.0, metadata={"help": "share of tool traces whose first call fails and is made again"}
+    )
     vocab_size: int = field(default=512, metadata={"help": "tokenizer size for a new model"})
     seed: int = field(default=0, metadata={"help": "seed for the data stream and the initialisation"})
     save_every: int = field(default=100, metadata={"help": "checkpoint every this many steps"})
@@ -65,11 +81,19 @@ class LMConfig:
         for name in ("steps", "batch_size", "max_len", "save_every", "vocab_size"):
             if getattr(self, name) < 1:
                 raise PonderError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
-        for name in ("mistake_rate", "direct_rate"):
+        for name in ("mistake_rate", "direct_rate", "tool_rate", "tool_retry_rate"):
             if not 0 <= getattr(self, name) <= 1:
                 raise PonderError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
         if self.lr <= 0:
             raise PonderError(f"lr must be > 0, got {self.lr!r}")
+        ToolUse.parse(self.tools)  # unknown tool names fail here, before any work
+
+    @property
+    def tool_use(self) -> ToolUse | None:
+        """How the corpus uses tools (None: no tool traces)."""
+        if not self.tools.strip():
+            return None
+        return ToolUse.parse(self.tools, self.tool_rate, self.tool_retry_rate)
 
 
 def _allowed(name: str, value, allowed: tuple) -> None:
@@ -113,9 +137,9 @@ def collate(batch: list[Example], tokenizer, loss_on: str, max_len: int, device)
     rows, labels = [], []
     for ex in batch:
         prompt = fmt.prompt(ex.question)
-        completion = fmt.completion(ex.thinking, ex.answer, fmt.start_phase(prompt))
+        completion, trained = completion_ids(fmt, ex, fmt.start_phase(prompt))
         ids = (prompt + completion)[:max_len]
-        lab = (prompt if loss_on == "all" else [-100] * len(prompt)) + completion
+        lab = (prompt if loss_on == "all" else [-100] * len(prompt)) + trained
         rows.append(ids)
         labels.append(lab[:max_len])
     width = max(len(r) for r in rows)
@@ -126,11 +150,32 @@ def collate(batch: list[Example], tokenizer, loss_on: str, max_len: int, device)
     return {"input_ids": input_ids, "labels": label_ids, "attention_mask": attention}
 
 
+def completion_ids(fmt: ChatFormat, ex: Example, start) -> tuple[list[int], list[int]]:
+    """A completion's ids and its labels, -100 on every "<tool_response>...</tool_response>".
+
+    With tool responses, the completion (in the model's own template) is encoded piece by piece, each
+    response on its own, because that is how the engine writes it at run time: the model's tokens up
+    to "</tool_call>", then the encoded response. Encoding the whole text at once could merge a token
+    across a response's edge (">\n"), and the model would train on ids it never sees; this way the
+    response's ids are exactly the ones masked, markers included, in any tokenizer (a special token
+    per marker, as in Qwen3, or several ordinary ones, as in ponder's byte-level BPE)."""
+    ids = fmt.completion(ex.thinking, ex.answer, start)
+    if TOOL_RESPONSE_OPEN not in ex.thinking:
+        return ids, list(ids)
+    text = fmt.tokenizer.decode(ids, skip_special_tokens=False)
+    ids, labels = [], []
+    for k, piece in enumerate(_RESPONSES.split(text)):  # odd pieces are responses
+        piece_ids = list(fmt.encode(piece)) if piece else []
+        ids += piece_ids
+        labels += [-100] * len(piece_ids) if k % 2 else piece_ids
+    return ids, labels
+
+
 def build_or_load(cfg: LMConfig, mix: TaskMix, device):
     if cfg.init:
         model, tokenizer = models.load(cfg.init, device=device)
         return model.train(), tokenizer
-    sample = examples(mix, 0, 4000, cfg.mistake_rate, cfg.seed, cfg.direct_rate)
+    sample = examples(mix, 0, 4000, cfg.mistake_rate, cfg.seed, cfg.direct_rate, cfg.tool_use)
     tokenizer = train_tokenizer((e.prompt + e.completion for e in sample), vocab_size=cfg.vocab_size)
     model = models.new_model(cfg.preset, tokenizer, max_len=max(512, cfg.max_len), seed=cfg.seed)
     return model.to(device).train(), tokenizer
@@ -163,7 +208,8 @@ def train_lm(cfg: LMConfig, resume: bool = False, on_step: Callable[[dict], None
 
 def train_step(model, tokenizer, optimizer, mix, cfg: LMConfig, step: int, device) -> dict:
     started = time.perf_counter()
-    batch = examples(mix, step * cfg.batch_size, cfg.batch_size, cfg.mistake_rate, cfg.seed, cfg.direct_rate)
+    start = step * cfg.batch_size
+    batch = examples(mix, start, cfg.batch_size, cfg.mistake_rate, cfg.seed, cfg.direct_rate, cfg.tool_use)
     inputs = collate(batch, tokenizer, cfg.loss_on, cfg.max_len, device)
     lr = lr_at(step, cfg)
     for group in optimizer.param_groups:

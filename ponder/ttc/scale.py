@@ -23,6 +23,7 @@ How it runs, on held-out problems only:
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -265,6 +266,29 @@ def point_at(points: list[dict], strategy: str, level=None) -> dict | None:
     """The point of `strategy` at `level` (None: its largest level), or None if the sweep lacks it."""
     found = [p for p in points if p["strategy"] == strategy and level in (None, p["level"])]
     return max(found, key=lambda p: p["level"]) if found else None
+
+
+def doubling_gain(points: list[dict], strategy: str) -> float | None:
+    """Accuracy gained per doubling of tokens along one strategy's curve: the slope of the least-squares
+    line through its points' (log2 tokens per problem, accuracy). None below two distinct token counts
+    (greedy, one sample and auto effort are single points)."""
+    xy = [
+        (math.log2(p["tokens_per_problem"]), p["accuracy"])
+        for p in points
+        if p["strategy"] == strategy and p["tokens_per_problem"] > 0
+    ]
+    if len({x for x, _ in xy}) < 2:
+        return None
+    mx, my = sum(x for x, _ in xy) / len(xy), sum(y for _, y in xy) / len(xy)
+    return sum((x - mx) * (y - my) for x, y in xy) / sum((x - mx) ** 2 for x, _ in xy)
+
+
+def doubling_gains(results: dict[str, dict]) -> dict[str, dict[str, float | None]]:
+    """strategy -> {label: accuracy per doubling of tokens} for every curve in `results` (label ->
+    sweep result, e.g. without and with tools), strategies in the order the sweeps ran them."""
+    names = list(dict.fromkeys(p["strategy"] for r in results.values() for p in r["points"]))
+    gains = {s: {label: doubling_gain(r["points"], s) for label, r in results.items()} for s in names}
+    return {s: g for s, g in gains.items() if any(v is not None for v in g.values())}
 
 
 def headline(points: list[dict]) -> list[str]:
