@@ -159,6 +159,8 @@ def command_configs() -> dict[str, tuple]:
     from ponder.cli.demo import DemoOptions
     from ponder.cli.eval import EvalOptions
     from ponder.cli.scale import ScaleOptions
+    from ponder.cli.serve import ServeOptions
+    from ponder.rlhf.reward_model import RewardModelConfig
     from ponder.tools.base import ToolConfig
     from ponder.train.lm import LMConfig
     from ponder.train.rl import RLConfig
@@ -169,11 +171,13 @@ def command_configs() -> dict[str, tuple]:
         "pretrain": (LMConfig,),
         "sft": (LMConfig,),
         "rl": (RLConfig,),
+        "reward-model": (RewardModelConfig,),
         "eval": (EvalOptions,),
         "chat": (ChatOptions,),
         "scale": (ScaleOptions, ScaleConfig),
         "contamination": (ContaminationOptions,),
         "tool": (ToolConfig,),
+        "serve": (ServeOptions,),
     }
 
 

@@ -67,3 +67,38 @@ def test_a_killed_worker_is_replaced_and_its_shard_drawn_again(ray_local, traine
         assert {r.policy_version for g in after for r in g} == {2}  # the replacement got the new weights
     finally:
         pool.close()
+
+
+def test_rl_with_two_rollout_workers_survives_a_killed_worker_and_learns(ray_local, tmp_path):
+    """As tests/test_rl.py's learning test, with generation on two Ray workers, one killed mid-run:
+    the run goes on, the replacement samples from the trainer's current weights, and repeated GRPO
+    updates raise the sampled accuracy as they do in one process."""
+    from ponder.assets import base_model_path
+    from ponder.train.rl import RLConfig, RLRun, rl_step
+
+    cfg = RLConfig(
+        out=str(tmp_path / "run"),
+        init=str(base_model_path()),
+        tasks="arithmetic:2,countdown:2",
+        prompts_per_step=8,
+        group_size=8,
+        max_tokens=96,
+        lr=5e-4,
+        warmup=1,
+        eval_per_task=2,
+        seed=3,
+        rollout_workers=2,
+    )
+    run = RLRun(cfg, resume=False)
+    try:
+        steps = []
+        for i in range(6):
+            if i == 3:
+                os.kill(run.sampler.pids()[0], signal.SIGKILL)
+            steps.append(rl_step(run, 0))  # step 0 again: the same problems
+        accuracies = [s["accuracy"] for s in steps]
+        assert run.sampler.replaced == 1
+        assert [s["policy_version"] for s in steps] == [1, 2, 3, 4, 5, 6]  # every step sampled the newest weights
+        assert sum(accuracies[-2:]) / 2 > accuracies[0] + 0.2, accuracies
+    finally:
+        run.sampler.close()

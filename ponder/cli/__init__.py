@@ -3,11 +3,13 @@
 ponder demo                       the shipped base: evaluate it, RL it, trade compute for accuracy
 ponder pretrain --recipe base     reproduce the shipped base model from scratch
 ponder sft --init DIR             supervised fine-tuning (loss on the answer only)
+ponder reward-model --data SRC    a reward model from preference pairs (or --from-feedback DB)
 ponder eval --model DIR           held-out accuracy per task
 ponder chat --model DIR           talk to a model in the terminal
 ponder scale --model DIR          accuracy against test-time compute (--effort: low/medium/high/auto)
 ponder contamination              n-gram overlap of eval prompts with the training corpora
 ponder tool NAME                  run one tool call (input on stdin) and print what the model would see
+ponder serve                      an OpenAI-compatible reasoning server and web chat (--model DIR, --port P)
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from ponder.errors import PonderError
 
 # One module per command (ponder/cli/<name>.py), each with `register(subparsers)`, which adds its
 # parser(s) and sets `handler`. A new command is a new module and a name here, in --help order.
-COMMAND_MODULES = ("demo", "train", "rl", "eval", "chat", "scale", "contamination", "tool")
+COMMAND_MODULES = ("demo", "train", "rl", "reward_model", "eval", "chat", "scale", "contamination", "tool", "serve")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -5,10 +5,15 @@
 
 The train-time chart is the left half of the o1 picture: held-out accuracy against the RL compute
 spent so far, counted as tokens generated (log axis); the base model is the dashed line.
+
+With a reward model as the reward, `overoptimisation.png` puts the held-out gold measure and the
+proxy (the reward model) against d = sqrt(KL to the start), for RL and for best-of-n from the start
+(`best_of_n.json`), each with Gao et al.'s fitted form (ponder.rlhf.overopt).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib
@@ -18,6 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from ponder.io import read_jsonl_records  # noqa: E402
 from ponder.report import html_page, save_figure  # noqa: E402
+from ponder.rlhf.overopt import curves  # noqa: E402
 
 
 def read_metrics(run_dir: Path) -> tuple[list[dict], list[dict]]:
@@ -61,6 +67,33 @@ def series_chart(steps: list[dict], keys: dict[str, str], ylabel: str, title: st
     return save_figure(fig, path)
 
 
+def overoptimisation_chart(evals: list[dict], best_of_n: list[dict], path: Path) -> Path:
+    """Gold (left) and proxy (right) against sqrt(KL): RL's evals and best-of-n, with the fitted forms."""
+    c = curves(evals, best_of_n)
+    fig, (gold_ax, proxy_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name, points, fit, marker in (
+        ("RL", c["rl"], c["rl_fit"], "o"),
+        ("best-of-n", c["best_of_n"], c["best_of_n_fit"], "s"),
+    ):
+        if not points:
+            continue
+        ds = [d for d, _, _ in points]
+        line = gold_ax.plot(ds, [g for _, g, _ in points], marker=marker, linestyle="none", label=f"{name} (measured)")
+        proxy_ax.plot(ds, [p for _, _, p in points], marker=marker, color=line[0].get_color(), label=name)
+        if fit is not None:
+            grid = [max(ds) * i / 100 for i in range(101)]
+            label = f"{name} fit: d({fit.alpha:.3f} - {fit.beta:.3f} {'d' if fit.form == 'best_of_n' else 'log d'})"
+            gold_ax.plot(grid, [points[0][1] + fit(d) for d in grid], color=line[0].get_color(), label=label)
+    gold_ax.set_ylabel("held-out gold measure (rule / verifier)")
+    proxy_ax.set_ylabel("proxy: reward model (normalised)")
+    for ax, title in ((gold_ax, "gold"), (proxy_ax, "proxy")):
+        ax.set_xlabel("d = sqrt(KL to the starting policy), nats^0.5")
+        ax.set_title(f"{title} against sqrt(KL)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    return save_figure(fig, path)
+
+
 def write_rl_report(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     steps, evals = read_metrics(run_dir)
@@ -89,6 +122,12 @@ def write_rl_report(run_dir: str | Path) -> Path:
     ]
     rows = [
         {"step": e["step"], "RL tokens": e["rl_tokens"], "held-out accuracy": f"{e['eval_accuracy']:.1%}"}
+        | ({"gold": e["heldout_gold"], "proxy": e["heldout_proxy"], "KL": e["heldout_kl"]} if "heldout_kl" in e else {})
         for e in evals
     ]
+    if any("heldout_kl" in e for e in evals):
+        bon_file = run_dir / "best_of_n.json"
+        bon = json.loads(bon_file.read_text())["points"] if bon_file.is_file() else []
+        chart = overoptimisation_chart(evals, bon, run_dir / "overoptimisation.png")
+        charts.insert(0, ("Over-optimisation: gold and proxy against sqrt(KL)", chart))
     return html_page(run_dir / "report.html", f"RL run {run_dir.name}", charts, rows)

@@ -3,6 +3,7 @@
 get_task("countdown")            a built-in family
 get_task("gym:basic_arithmetic")  any reasoning-gym dataset, scored by its own `score_answer`
 get_task("jsonl:path/to.jsonl")   user problems {"prompt", "answer"}, scored with math-verify
+get_task("pref:summary")          open-ended prompts scored by a declared preference rule (ponder.rlhf)
 """
 
 from __future__ import annotations
@@ -31,11 +32,15 @@ def get_task(name: str) -> Task:
         from ponder.tasks.jsonl import JsonlTask
 
         return JsonlTask(name[len("jsonl:") :])
+    if name.startswith("pref:"):
+        from ponder.rlhf.synthetic import PreferenceTask
+
+        return PreferenceTask(name[len("pref:") :])
     if name not in BUILTIN:
         known = ", ".join(sorted(BUILTIN))
         raise PonderError(
             f"unknown task {name!r}. Known tasks: {known}; or 'gym:<reasoning-gym dataset>' "
-            "or 'jsonl:<path to a .jsonl file with prompt/answer>'."
+            "or 'jsonl:<path to a .jsonl file with prompt/answer>' or 'pref:<rule>' (summary, keyword)."
         )
     return BUILTIN[name]()
 

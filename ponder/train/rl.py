@@ -11,9 +11,17 @@
 What is kept and dropped. The sampler's log-probs are the "old" policy (the engine runs the same
 weights in fp32, so no extra forward pass is spent recomputing them); with one epoch and one
 minibatch the update is exactly on-policy and the clip is inactive, as in TRL's default. Tokens
-the model did not write (prompt, forced tokens, padding) are masked out of every loss. KL to a
+the model did not write (prompt, forced tokens, tool responses, padding) are masked out of every loss. KL to a
 frozen reference is optional (`kl_coef`, k1 or k3). PPO shares the policy's backbone for its value
 head rather than training a second model: at tiny sizes a second model doubles the cost for little.
+
+Tools (`tools`, e.g. "calculator,search"): rollouts may call them inside their thinking; the engine
+pauses at "</tool_call>", runs the call (`tool_fault_rate` of calls fail or time out on purpose) and
+writes the response with mask 0, so the sampler's log-probs of those tokens are never used. Rollouts
+with a void turn (SimpleTIR: after a tool response, the model wrote neither a complete call nor an
+answer) are dropped from the loss (`drop_void_turns`, on with tools): off-distribution responses make
+such turns, and their low-probability tokens are where importance ratios and gradients blow up. They
+keep their place (and reward 0) in their group, so the group baseline is unchanged.
 """
 
 from __future__ import annotations
@@ -33,11 +41,13 @@ from ponder import model as models
 from ponder.checkpoint import load_checkpoint, prepare_run_dir, save_checkpoint, trim_metrics
 from ponder.engine import Engine, SamplingParams
 from ponder.errors import PonderError
-from ponder.evals import evaluate
-from ponder.io import append_jsonl
+from ponder.evals import evaluate, generate, tool_loop
+from ponder.io import append_jsonl, atomic_write_json
 from ponder.rl import algorithms as alg
 from ponder.rl.batch import RolloutBatch, token_logprobs
-from ponder.rl.rewards import score
+from ponder.rl.rewards import RewardTerm, parse_reward, score
+from ponder.rlhf.overopt import GoldEarlyStop, best_of_n_curve, heldout_measure
+from ponder.rlhf.reward_model import load_reward_models, mean_scorer
 from ponder.tasks.mix import DEFAULT_MIX, TaskMix
 from ponder.train.lm import autocast_context, resolve_device
 
@@ -80,12 +90,37 @@ class RLConfig:
     minibatches: int = field(default=1, metadata={"help": "optimizer steps per epoch"})
     eps_low: float = field(default=0.2, metadata={"help": "PPO clip: ratio >= 1 - eps_low"})
     eps_high: float | None = field(default=None, metadata={"help": "clip-higher: ratio <= 1 + eps_high"})
-    kl_coef: float = field(default=0.0, metadata={"help": "KL-to-reference weight; 0 = no reference"})
+    kl_coef: float | None = field(
+        default=None, metadata={"help": "KL-to-reference weight (default: 0.05 with a reward model, else 0 = off)"}
+    )
     kl_estimator: str = field(default="k3", metadata={"help": "k1 or k3"})
+    reward: str = field(
+        default="verifier",
+        metadata={"help": "'verifier', 'reward-model:DIR', or a weighted sum: '0.5*verifier+reward-model:DIR'"},
+    )
+    gold_samples: int = field(
+        default=4, metadata={"help": "with a reward model: samples per held-out problem for proxy, gold and KL"}
+    )
+    best_of_n: int = field(
+        default=0, metadata={"help": "with a reward model: best-of-n curve n = 1, 2, 4 .. this from the start; 0 = off"}
+    )
+    early_stop: int = field(
+        default=0,
+        metadata={"help": "stop after this many evals without a better held-out gold (keeps the best); 0 = off"},
+    )
     format_coef: float = field(default=0.0, metadata={"help": "reward for a closed </think> and an answer"})
     overlong_cache: int | None = field(default=None, metadata={"help": "DAPO soft overlong window; 0 = off"})
     dynamic_sampling: bool | None = field(default=None, metadata={"help": "drop groups of equal rewards"})
     curriculum: bool = field(default=False, metadata={"help": "easy difficulties first, harder later"})
+    tools: str = field(default="", metadata={"help": "tools rollouts may call, e.g. 'calculator,search'; '' = off"})
+    max_tool_calls: int = field(default=4, metadata={"help": "tool calls per rollout; later calls are refused"})
+    tool_fault_rate: float = field(
+        default=0.0, metadata={"help": "share of tool calls made to fail or time out (rollouts only, not evals)"}
+    )
+    drop_void_turns: bool | None = field(
+        default=None,
+        metadata={"help": "leave rollouts with a void tool turn out of the loss (default: on with tools)"},
+    )
     vf_coef: float = field(default=0.5, metadata={"help": "PPO value-loss weight"})
     gae_lambda: float = field(default=0.95, metadata={"help": "PPO GAE lambda"})
     grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm; 0 = off"})
@@ -94,6 +129,10 @@ class RLConfig:
     save_every: int = field(default=50, metadata={"help": "checkpoint every N steps"})
     max_bad_steps: int = field(default=3, metadata={"help": "stop after this many NaN/inf losses in a row"})
     seed: int = field(default=0, metadata={"help": "seed of the problem stream and the sampler"})
+    rollout_workers: int = field(
+        default=0, metadata={"help": "Ray actors that generate the rollouts (0 = the trainer's own engine)"}
+    )
+    ray_address: str = field(default="", metadata={"help": "Ray cluster to join ('' = start a local one)"})
     autocast: str = field(default="auto", metadata={"help": "auto (bf16 on GPU), bf16 or off"})
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
 
@@ -108,11 +147,20 @@ class RLConfig:
             self.overlong_cache = preset.get("overlong_cache", 0)
         if self.dynamic_sampling is None:
             self.dynamic_sampling = preset.get("dynamic_sampling", False)
+        if self.drop_void_turns is None:
+            self.drop_void_turns = bool(self.tools.strip())
+        if not 0 <= self.tool_fault_rate <= 1:
+            raise PonderError(f"tool_fault_rate must be in [0, 1], got {self.tool_fault_rate!r}")
         if self.lr_schedule not in ("constant", "linear"):
             raise PonderError(f"lr_schedule must be one of ['constant', 'linear'], got {self.lr_schedule!r}")
+        if self.kl_coef is None:  # a reward model is a proxy: stay near the policy it was trained on
+            self.kl_coef = 0.05 if self.uses_reward_model else 0.0
+        if self.gold_samples < 1 or self.best_of_n < 0 or self.early_stop < 0:
+            raise PonderError("gold_samples must be >= 1, best_of_n and early_stop >= 0 (0 = off)")
         if self.kl_estimator not in ("k1", "k3"):
             raise PonderError(f"kl_estimator must be one of ['k1', 'k3'], got {self.kl_estimator!r}")
-        for name in ("steps", "prompts_per_step", "max_tokens", "epochs", "minibatches", "save_every"):
+        counts = ("steps", "prompts_per_step", "max_tokens", "epochs", "minibatches", "save_every", "max_tool_calls")
+        for name in counts:
             if getattr(self, name) < 1:
                 raise PonderError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
         if self.group_size < 2:
@@ -123,6 +171,14 @@ class RLConfig:
             raise PonderError(
                 f"prompts_per_step ({self.prompts_per_step}) must be a multiple of minibatches ({self.minibatches})"
             )
+
+    @property
+    def reward_terms(self) -> tuple[RewardTerm, ...]:
+        return parse_reward(self.reward)
+
+    @property
+    def uses_reward_model(self) -> bool:
+        return any(t.kind == "reward-model" for t in self.reward_terms)
 
     @property
     def spec(self) -> dict:
@@ -171,14 +227,25 @@ class RLRun:
             if "value_head" in extra:
                 self.value_head.load_state_dict(extra["value_head"])
         self.reference = None
-        if cfg.kl_coef > 0:  # a frozen copy of the starting policy (on resume: of the checkpoint)
-            self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)
+        if cfg.kl_coef > 0 or cfg.uses_reward_model:  # the starting policy, frozen (KL term; the KL axis)
+            from ponder.assets import base_model_path
+
+            start = models.load(cfg.init or base_model_path(), device=self.device)[0] if resume else self.model
+            self.reference = copy.deepcopy(start).eval().requires_grad_(False)
         params = list(self.model.parameters()) + (list(self.value_head.parameters()) if self.value_head else [])
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
         if resume:
             self.optimizer.load_state_dict(state["optimizer"])
         self.engine = Engine(self.model, self.tokenizer)
+        self.sampler = rollout_sampler(cfg, self.model, self.tokenizer) or self.engine
         self.bad_steps = 0
+        self.reward_models = load_reward_models(cfg.reward_terms, self.device)
+        self.early_stop = GoldEarlyStop(
+            cfg.early_stop, self.run_dir / "best", self.run_dir / "metrics.jsonl" if resume else None
+        )
+        # rollouts see injected faults; held-out evals see the tools as they are (the policy's skill)
+        self.tools = tool_loop(cfg.tools, cfg.max_tool_calls, cfg.tool_fault_rate, seed=cfg.seed)
+        self.eval_tools = tool_loop(cfg.tools, cfg.max_tool_calls)
 
     def save(self, step: int) -> None:
         extra = {"tokens_generated": self.tokens_generated}
@@ -189,16 +256,44 @@ class RLRun:
     def evaluate(self, step: int) -> dict:
         self.model.eval()
         report = evaluate(
-            self.engine, self.eval_problems, SamplingParams(temperature=0, max_tokens=self.cfg.max_tokens)
+            self.engine,
+            self.eval_problems,
+            SamplingParams(temperature=0, max_tokens=self.cfg.max_tokens),
+            tools=self.eval_tools,
         )
         self.model.train()
         by_task = {name: round(t.accuracy, 4) for name, t in report.by_task.items()}
-        return {
+        record = {
             "step": step,
             "eval_accuracy": round(report.overall, 4),
             "eval_by_task": by_task,
             "rl_tokens": self.tokens_generated,
         }
+        return record | (self.measure_proxy_and_gold(step) if self.reward_models else {})
+
+    def measure_proxy_and_gold(self, step: int) -> dict:
+        """Held-out proxy (the reward models), gold (the task's check) and KL to the start, at T = 1."""
+        self.model.eval()
+        try:
+            proxy = mean_scorer(self.reward_models)
+            cfg = self.cfg
+            seed = cfg.seed * 100_003 + 50_000 + step
+            return heldout_measure(
+                self.engine, self.reference, self.eval_problems, proxy, cfg.gold_samples, cfg.max_tokens, seed
+            )
+        finally:
+            self.model.train()
+
+    def write_best_of_n(self) -> None:
+        """best_of_n.json: best-of-n by the reward models from the starting policy, the other way of
+        spending them, on the same held-out problems and the same sqrt(KL) axis as RL."""
+        self.model.eval()
+        try:
+            cfg, proxy = self.cfg, mean_scorer(self.reward_models)
+            points = best_of_n_curve(self.engine, self.eval_problems, proxy, cfg.best_of_n, cfg.max_tokens, cfg.seed)
+        finally:
+            self.model.train()
+        atomic_write_json(self.run_dir / "best_of_n.json", {"points": points})
 
 
 def train_rl(cfg: RLConfig, resume: bool = False, on_step: Callable[[dict], None] | None = None) -> Path:
@@ -211,19 +306,42 @@ def train_rl(cfg: RLConfig, resume: bool = False, on_step: Callable[[dict], None
         if on_step:
             on_step(record)
 
+    def save_policy(path: Path) -> Path:
+        return models.save(run.model, run.tokenizer, path)
+
     if run.start == 0:
-        emit(run.evaluate(0))
+        first = run.evaluate(0)
+        emit(first)
+        run.early_stop.update(first, save_policy)
+        if cfg.best_of_n and run.reward_models:
+            run.write_best_of_n()
     for step in range(run.start, cfg.steps):
         emit(rl_step(run, step))
         done = step + 1
         if cfg.eval_every and done % cfg.eval_every == 0 or done == cfg.steps:
-            emit(run.evaluate(done))
+            record = run.evaluate(done)
+            emit(record)
+            if run.early_stop.update(record, save_policy):
+                log.info("early stop at step %d: best held-out gold at step %s", done, run.early_stop.best_step)
+                break
         if done % cfg.save_every == 0 or done == cfg.steps:
             run.save(done)
+    if cfg.early_stop and run.early_stop.best_dir.is_dir():  # the best policy by the gold measure
+        return models.save(models.load(run.early_stop.best_dir)[0], run.tokenizer, run.run_dir / "model")
     return models.save(run.model, run.tokenizer, run.run_dir / "model")
 
 
 # ---------------------------------------------------------------------------------------------------
+
+
+def rollout_sampler(cfg: RLConfig, model, tokenizer):
+    """Ray rollout workers when asked for (`ponder.cluster.rollouts`), else None: the trainer's engine.
+    The trainer itself is never restarted by Ray: it fails fast, and `--resume` continues."""
+    if cfg.rollout_workers < 1:
+        return None
+    from ponder.cluster.rollouts import RolloutPool
+
+    return RolloutPool(model, tokenizer, cfg.rollout_workers, address=cfg.ray_address or None)
 
 
 def draw_problems(run: RLRun, step: int):
@@ -250,13 +368,15 @@ def rl_step(run: RLRun, step: int) -> dict:
         max_tokens=cfg.max_tokens,
         seed=cfg.seed * 100_003 + step,
     )
-    groups = run.engine.generate([run.engine.format.prompt(p.prompt) for p in problems], params)
+    groups = generate(run.sampler, [run.engine.format.prompt(p.prompt) for p in problems], params, run.tools)
     run.model.train()
     gen_s = time.perf_counter() - t0
     rollouts = [r for g in groups for r in g]
     run.tokens_generated += sum(r.num_tokens for r in rollouts)
     # 3) rewards
-    scored = score(problems, groups, cfg.format_coef, cfg.max_tokens, cfg.overlong_cache)
+    scored = score(
+        problems, groups, cfg.format_coef, cfg.max_tokens, cfg.overlong_cache, cfg.reward_terms, run.reward_models
+    )
     if scored.errors:
         log.warning("step %d: %d verifier error(s), those samples scored 0", step + 1, scored.errors)
     keep, constant_groups = alg.dynamic_sampling_keep(scored.rewards, cfg.group_size)
@@ -265,8 +385,11 @@ def rl_step(run: RLRun, step: int) -> dict:
     # 4-5) advantages and updates
     t1 = time.perf_counter()
     update = {"skipped": True}
-    if keep.any():
+    void = torch.tensor([void_turn(r) for r in rollouts], dtype=torch.bool)
+    if keep.any() and not (cfg.drop_void_turns and void[keep].all()):
         batch = RolloutBatch.build([r for r, k in zip(rollouts, keep.tolist(), strict=True) if k], run.device)
+        if cfg.drop_void_turns:  # out of the loss, still in their group's baseline
+            batch.mask[void[keep].to(run.device)] = 0
         update = policy_update(run, batch, scored.rewards[keep].to(run.device), step)
     train_s = time.perf_counter() - t1
     # 6) metrics
@@ -283,12 +406,36 @@ def rl_step(run: RLRun, step: int) -> dict:
         "self_correction": round(sum(bool(SELF_CORRECTION.search(r.text)) for r in rollouts) / len(rollouts), 4),
         "constant_groups": round(constant_groups, 4),
         "verifier_errors": scored.errors,
+        **({"proxy": round(scored.proxy.mean().item(), 4)} if scored.proxy is not None else {}),
+        **(tool_metrics(rollouts, void) if run.tools else {}),
         **update,
         "tokens": new_tokens,
         "rl_tokens": run.tokens_generated,
         "tokens_per_s": round(new_tokens / (gen_s + train_s), 1),
         "gen_s": round(gen_s, 3),
         "train_s": round(train_s, 3),
+        **({"policy_version": max(r.policy_version for r in rollouts)} if run.sampler is not run.engine else {}),
+    }
+
+
+def void_turn(rollout) -> bool:
+    """SimpleTIR's void turn: the model got a tool response, and the turn after it wrote neither a
+    complete call (which would have paused it again) nor an answer."""
+    parsed = rollout.parsed
+    return rollout.tool_calls > 0 and not (parsed.closed_thinking and parsed.answer)
+
+
+def tool_metrics(rollouts, void: torch.Tensor) -> dict:
+    """Per step: tool calls per rollout, the share of calls that errored, timed out or were refused
+    (past max_tool_calls), and the share of rollouts with a void turn."""
+    statuses = [s for r in rollouts for s in r.tool_statuses]
+    calls = max(1, len(statuses))
+    return {
+        "tool_calls": round(len(statuses) / len(rollouts), 4),
+        "tool_errors": round(statuses.count("error") / calls, 4),
+        "tool_timeouts": round(statuses.count("timeout") / calls, 4),
+        "tool_refused": round(statuses.count("limit") / calls, 4),
+        "void_turns": round(void.float().mean().item(), 4),
     }
 
 

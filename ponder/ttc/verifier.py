@@ -10,7 +10,8 @@ How it is built:
   3) model: the policy's own backbone with a one-logit head on the last token's hidden state
      (`LlamaForSequenceClassification`, initialised from the policy's weights), trained with binary
      cross-entropy on (prompt + completion) -> correct, plus (weight `pairwise`) a ranking loss
-     between one problem's correct and wrong samples;
+     between one problem's correct and wrong samples. Model and loop are ponder.rlhf.scalar's, the
+     ones the reward model trains with (there on Bradley-Terry pairs);
   4) held-out AUC on a share of the problems the verifier never trained on, saved with the model:
      overall, and within problems (what best-of-n needs).
 
@@ -21,12 +22,9 @@ the whole completion, thinking included, and is trained once offline, not alongs
 from __future__ import annotations
 
 import bisect
-import json
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +33,8 @@ from ponder.engine import Engine, Rollout, SamplingParams
 from ponder.errors import PonderError
 from ponder.evals import score_rollout
 from ponder.format import render_prompt
-from ponder.io import atomic_dir
+from ponder.rlhf.scalar import ScalarModel
+from ponder.rlhf.scalar import fit as fit_scalar
 from ponder.tasks import Problem
 from ponder.tasks.mix import DEFAULT_MIX, TaskMix
 
@@ -67,76 +66,16 @@ class VerifierConfig:
                 raise PonderError(f"VerifierConfig.{name} must be >= 1, got {getattr(self, name)}")
 
 
-class Verifier:
-    """Scores (problem, rollout) pairs with P(correct). Usable directly as a best-of-n `Ranker`."""
+class Verifier(ScalarModel):
+    """Scores (problem, rollout) pairs with P(correct). Usable directly as a best-of-n `Ranker`.
 
-    def __init__(self, model, tokenizer, max_len: int = 384, meta: dict | None = None):
-        self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.max_len = max_len
-        self.meta = meta or {}
+    The scalar-head model of ponder.rlhf.scalar (shared with the reward model), read through a sigmoid."""
 
-    # --- persistence ------------------------------------------------------------------------------
+    META_FILE = META_FILE
+    TRAINED_BY = "ponder scale"
 
-    @classmethod
-    def from_policy(cls, policy_dir: str | Path, max_len: int = 384) -> Verifier:
-        """A fresh verifier: the policy's backbone and a new one-logit head."""
-        from transformers import AutoModelForSequenceClassification
-        from transformers.utils import logging as hf_logging
-
-        from ponder import model as models
-
-        _, tokenizer = models.load(policy_dir)
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()  # "score.weight newly initialised" is the point here
-        try:
-            model = AutoModelForSequenceClassification.from_pretrained(policy_dir, num_labels=1, dtype=torch.float32)
-        finally:
-            hf_logging.set_verbosity(verbosity)
-        model.config.pad_token_id = tokenizer.pad_token_id
-        return cls(model, tokenizer, max_len)
-
-    @classmethod
-    def load(cls, path: str | Path) -> Verifier:
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        path = Path(path)
-        if not (path / META_FILE).is_file():
-            raise PonderError(f"{path} is not a ponder verifier (no {META_FILE}); train one with ponder scale")
-        meta = json.loads((path / META_FILE).read_text())
-        model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        return cls(model, tokenizer, meta.get("max_len", 384), meta)
-
-    def save(self, path: str | Path) -> Path:
-        with atomic_dir(path) as tmp:
-            self.model.save_pretrained(tmp, safe_serialization=True)
-            self.tokenizer.save_pretrained(tmp)
-            (tmp / META_FILE).write_text(json.dumps({**self.meta, "max_len": self.max_len}, indent=2))
-        return Path(path)
-
-    # --- scoring ----------------------------------------------------------------------------------
-
-    def _batch(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Right-padded ids (the head reads the last non-pad token); long texts keep their end."""
-        ids = [self.tokenizer.encode(t, add_special_tokens=False)[-self.max_len :] for t in texts]
-        longest = max(len(x) for x in ids)
-        pad = self.tokenizer.pad_token_id
-        device = next(self.model.parameters()).device
-        input_ids = torch.tensor([x + [pad] * (longest - len(x)) for x in ids], device=device)
-        mask = torch.tensor([[1] * len(x) + [0] * (longest - len(x)) for x in ids], device=device)
-        return {"input_ids": input_ids, "attention_mask": mask}
-
-    def logits(self, texts: Sequence[str]) -> torch.Tensor:
-        return self.model(**self._batch(texts)).logits[:, 0]  # (B,)
-
-    @torch.inference_mode()
     def score_texts(self, texts: Sequence[str], batch_size: int = 64) -> list[float]:
-        self.model.eval()
-        out: list[float] = []
-        for i in range(0, len(texts), batch_size):
-            out += torch.sigmoid(self.logits(texts[i : i + batch_size])).tolist()
-        return out
+        return torch.sigmoid(torch.tensor(self.raw_scores(texts, batch_size))).tolist()
 
     def score(self, problems: Sequence[Problem], groups: Sequence[Sequence[Rollout]]) -> list[list[float]]:
         texts = [_text(p, r) for p, g in zip(problems, groups, strict=True) for r in g]
@@ -213,10 +152,8 @@ def fit(
     """BCE on (text -> label), plus `pairwise` x a ranking loss within problems when `owner` (the
     problem of each text) is given: softplus(s_wrong - s_right) over the pairs of one problem's
     correct and wrong samples. Best-of-n only ever compares samples of one problem, and BCE alone
-    learns mostly which problems are hard. Batches then hold whole problems. Returns step losses."""
-    model = verifier.model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    rng = random.Random(seed)
+    learns mostly which problems are hard. Batches then hold whole problems. Returns step losses.
+    The loop is the reward model's (ponder.rlhf.scalar.fit); only the loss is the verifier's."""
     if owner is None:
         units = [[i] for i in range(len(texts))]
     else:
@@ -224,43 +161,19 @@ def fit(
         for i, o in enumerate(owner):
             by.setdefault(o, []).append(i)
         units = list(by.values())
-    batches_per_epoch = 0
-    size = 0
-    for u in units:  # count the batches for the progress total
-        size += len(u)
-        if size >= batch_size:
-            batches_per_epoch, size = batches_per_epoch + 1, 0
-    steps = epochs * (batches_per_epoch + (1 if size else 0))
-    losses: list[float] = []
-    for _ in range(epochs):
-        rng.shuffle(units)
-        batches, current = [], []
-        for u in units:
-            current += u
-            if len(current) >= batch_size:
-                batches.append(current)
-                current = []
-        if current:
-            batches.append(current)
-        for idx in batches:
-            logits = verifier.logits([texts[i] for i in idx])
-            target = torch.tensor([labels[i] for i in idx], device=logits.device)
-            loss = F.binary_cross_entropy_with_logits(logits, target)
-            if pairwise > 0 and owner is not None:
-                same = torch.tensor([owner[i] for i in idx], device=logits.device)
-                pair = (same[:, None] == same[None, :]) & (target[:, None] > 0.5) & (target[None, :] <= 0.5)
-                if pair.any():  # rows: correct samples, columns: wrong samples of the same problem
-                    margin = logits[None, :] - logits[:, None]
-                    loss = loss + pairwise * F.softplus(margin[pair]).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            losses.append(loss.item())
-            if on_step:
-                on_step({"step": len(losses), "total_steps": steps, "loss": loss.item()})
-    model.eval()
-    return losses
+
+    def loss_fn(logits: torch.Tensor, idx: list[int]) -> tuple[torch.Tensor, dict]:
+        target = torch.tensor([labels[i] for i in idx], device=logits.device)
+        loss = F.binary_cross_entropy_with_logits(logits, target)
+        if pairwise > 0 and owner is not None:
+            same = torch.tensor([owner[i] for i in idx], device=logits.device)
+            pair = (same[:, None] == same[None, :]) & (target[:, None] > 0.5) & (target[None, :] <= 0.5)
+            if pair.any():  # rows: correct samples, columns: wrong samples of the same problem
+                margin = logits[None, :] - logits[:, None]
+                loss = loss + pairwise * F.softplus(margin[pair]).mean()
+        return loss, {}
+
+    return fit_scalar(verifier, texts, units, loss_fn, epochs, batch_size, lr, seed, on_step)
 
 
 def train_verifier(cfg: VerifierConfig, on_step: Callable[[dict], None] | None = None, progress=None) -> Verifier:
