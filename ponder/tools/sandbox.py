@@ -187,6 +187,8 @@ def _bwrap_args(bwrap: str, config: ToolConfig, python: str, script: str, filter
         caps = ["--cap-drop", "ALL"]
     size = str(config.disk_mb << 20)
     args = [bwrap, *spaces, *caps, "--die-with-parent", "--new-session", "--hostname", "sandbox", *_root_dirs()]
+    # /tmp first: an interpreter that lives under /tmp (a venv in a clone there) is bound on top of it
+    args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", size, "--tmpfs", "/tmp"]
     made: set[str] = set()
     for path in interpreter_paths(python):
         for parent in reversed(Path(path).parents[:-1]):  # bubblewrap would make them 0700: unreadable
@@ -194,7 +196,6 @@ def _bwrap_args(bwrap: str, config: ToolConfig, python: str, script: str, filter
                 made.add(str(parent))
                 args += ["--perms", "0755", "--dir", str(parent)]
         args += ["--ro-bind", path, path]
-    args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", size, "--tmpfs", "/tmp"]
     args += ["--perms", "1777", "--size", size, "--tmpfs", WORKDIR, "--ro-bind", script, f"{WORKDIR}/main.py"]
     args += ["--chdir", WORKDIR]
     if filter_fd is not None:
