@@ -49,7 +49,10 @@ _DEVICES = {
     "plough": "breaks stony ground",
     "hoist": "hauls stone up cliffs",
 }
-_COUNTS = {"regions": 6, "lakes": 4, "rivers": 16, "towns": 60, "inventions": 35, "mountains": 20}
+# Big enough that a model cannot learn the answers by heart in a fine-tuning run: with a world of a
+# few hundred subjects the lookup questions repeat so often that a tiny model memorizes them instead of
+# learning to copy the name into its query (held-out lookups stayed at 24% while train ones reached 89%).
+_COUNTS = {"regions": 12, "lakes": 12, "rivers": 96, "towns": 360, "inventions": 210, "mountains": 120}
 
 
 class _Names:
