@@ -52,6 +52,28 @@ def test_streamed_deltas_concatenate_to_the_final_text(engine):
     assert final.usage.reasoning_tokens == final.rollout.thinking_tokens
 
 
+def test_a_request_without_deltas_gets_one_whole_delta_equal_to_the_streamed_text(engine):
+    prompt = engine.format.prompt("Compute 27+56.")
+    params = SamplingParams(temperature=1.0, max_tokens=60, seed=1)
+
+    async def both(client):
+        streamed = [d async for d in client.generate(prompt, params, "streamed")]
+        whole = [d async for d in client.generate(prompt, params, "whole", deltas=False)]
+        return streamed, whole
+
+    client = AsyncEngineClient(engine)
+    try:
+        streamed, whole = run(both(client))
+    finally:
+        client.close()
+    assert len(streamed) > 3 and len(whole) == 1
+    (last,) = whole
+    assert last.rollout.token_ids == streamed[-1].rollout.token_ids and last.finish_reason is not None
+    assert last.thinking == "".join(d.thinking for d in streamed)
+    assert last.answer == "".join(d.answer for d in streamed)
+    assert last.token_ids == last.rollout.token_ids and last.usage == streamed[-1].usage
+
+
 def test_a_seeded_request_gets_the_same_tokens_alone_and_in_a_batch_of_16(engine):
     problems = TaskMix("arithmetic:1-2,letters:1,decimals:1").eval_set(per_cell=5)
     prompts = [engine.format.prompt(p.prompt) for p in problems][:17]

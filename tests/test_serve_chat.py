@@ -100,7 +100,9 @@ def test_a_streamed_answer_adds_up_to_the_plain_one(client):
     chunks = list(stream)
     deltas = [c.choices[0].delta for c in chunks if c.choices]
     assert deltas[0].role == "assistant"
-    assert sum(1 for d in deltas if d.content) >= 1 and len(chunks) > 5
+    # role, summary, answer, finish, usage: at least five chunks (how the answer's tokens group into
+    # chunks depends on how far decoding ran ahead of the event loop; tests/test_client.py checks deltas)
+    assert sum(1 for d in deltas if d.content) >= 1 and len(chunks) >= 5
     assert "".join(d.content or "" for d in deltas).strip() == plain.choices[0].message.content
     summary = "".join(extra(d, "reasoning_summary") or "" for d in deltas)
     assert summary == extra(plain.choices[0].message, "reasoning_summary")

@@ -136,7 +136,7 @@ def test_a_streamed_summary_waits_for_the_count_when_the_request_already_left_th
 
     fmt = ChatFormat(models.load(base_model_path())[1])
     prompt = fmt.prompt("Compute 27+56.")
-    gone = SimpleNamespace(batch=SimpleNamespace(sequence=lambda request_id: None))
+    gone = SimpleNamespace(thinking_tokens=lambda request_id: None)  # the request has left the batch
     live = LiveOutput(0, "r-0", OutputBuilder(fmt, fmt.start_phase(prompt), "auto", set()), gone)
     thinking = "27+56: 7+6=13, 2+5+1=8, so 83\n"
     first = live.feed(Delta("r-0", thinking=thinking))

@@ -62,11 +62,18 @@ class Delta:
 
 
 @dataclass
-class _Stream:
-    loop: asyncio.AbstractEventLoop
-    queue: asyncio.Queue
+class DeltaCursor:
+    """How much of one request's completion its consumer has been sent."""
+
     sent_tokens: int = 0
     sent: tuple[str, str, str] = ("", "", "")  # thinking, answer, tool-call text already sent
+
+
+@dataclass
+class _Stream(DeltaCursor):
+    loop: asyncio.AbstractEventLoop | None = None
+    queue: asyncio.Queue | None = None
+    deltas: bool = True  # False: only the last delta (a whole answer: no per-step decoding or wake-ups)
 
 
 class AsyncEngineClient:
@@ -90,6 +97,9 @@ class AsyncEngineClient:
         self.streams: dict[str, _Stream] = {}
         self.ids = itertools.count()
         self.queued = 0  # requests sent to the decode thread and not yet admitted
+        # deliveries posted to an event loop and not yet run there: later ones join them (one wake-up)
+        self.posted: dict[asyncio.AbstractEventLoop, list] = {}
+        self.posted_lock = threading.Lock()
         self.closed = False
         self.thread = threading.Thread(target=self._run, name="ponder-engine", daemon=True)
         self.thread.start()
@@ -97,17 +107,23 @@ class AsyncEngineClient:
     # --- the asyncio side ---------------------------------------------------------------------------
 
     async def generate(
-        self, prompt: str | list[int], params: SamplingParams, request_id: str | None = None, sample_index: int = 0
+        self,
+        prompt: str | list[int],
+        params: SamplingParams,
+        request_id: str | None = None,
+        sample_index: int = 0,
+        deltas: bool = True,
     ) -> AsyncIterator[Delta]:
         """Token deltas of one request, the last one with finish_reason, usage and the rollout.
         For n samples of one prompt, call it n times with sample_index 0..n-1: their random streams
-        differ (the same seed, mixed with the index), and joining at one step they share a prefill."""
+        differ (the same seed, mixed with the index), and joining at one step they share a prefill.
+        `deltas=False` yields only the last delta (whole text), for a consumer that does not stream."""
         if self.closed:
             raise PonderError("the engine client is closed")
         if len(self.batch.waiting) + self.queued >= self.max_waiting:
             raise QueueFull(f"{self.max_waiting} requests are already waiting; retry later")
         request_id = request_id or f"req-{next(self.ids)}"
-        stream = _Stream(asyncio.get_running_loop(), asyncio.Queue())
+        stream = _Stream(loop=asyncio.get_running_loop(), queue=asyncio.Queue(), deltas=deltas)
         self.streams[request_id] = stream
         self.queued += 1
         self._send("add", request_id, self.engine.encode(prompt), params, sample_index)
@@ -127,6 +143,16 @@ class AsyncEngineClient:
 
     async def abort(self, request_id: str) -> None:
         self._send("abort", request_id)
+
+    @property
+    def format(self):
+        """The model's chat format: how the server renders prompts and splits completions."""
+        return self.engine.format
+
+    def thinking_tokens(self, request_id: str) -> int | None:
+        """Thinking tokens a running request has written so far; None once it left the batch."""
+        seq = self.batch.sequence(request_id)
+        return seq.rollout.thinking_tokens if seq is not None else None
 
     def close(self) -> None:
         self.closed = True
@@ -184,7 +210,7 @@ class AsyncEngineClient:
         stream = self.streams.pop(request_id, None)
         if rollout is not None and stream is not None:
             delta = Delta(request_id, finish_reason="abort", rollout=rollout, usage=usage_of(rollout))
-            stream.loop.call_soon_threadsafe(stream.queue.put_nowait, delta)
+            self._post(stream.loop, [(stream.queue, delta)])
 
     def _publish(self, events) -> None:
         """Send every streaming request what it gained this step, one wake-up per event loop per
@@ -198,36 +224,36 @@ class AsyncEngineClient:
             if event is not None and event.kind == "finished":
                 delta = self._delta(request_id, stream, None, event.rollout)
                 self.streams.pop(request_id)
-            elif seq is not None and len(seq.rollout.token_ids) > stream.sent_tokens:
+            elif stream.deltas and seq is not None and len(seq.rollout.token_ids) > stream.sent_tokens:
                 delta = self._delta(request_id, stream, seq, None)
             if delta is not None:
                 outbox.setdefault(stream.loop, []).append((stream.queue, delta))
             if event is not None and event.kind == "paused":
                 self._call_tool(request_id, event.rollout)
         for loop, items in outbox.items():
-            loop.call_soon_threadsafe(_deliver, items)
+            self._post(loop, items)
+
+    def _post(self, loop: asyncio.AbstractEventLoop, items: list) -> None:
+        """Hand (queue, item) pairs to `loop`. A wake-up costs a self-pipe write; when the loop has
+        not yet run the last one posted (it is busy), the items join that delivery instead."""
+        with self.posted_lock:
+            waiting = self.posted.get(loop)
+            if waiting is not None:
+                waiting.extend(items)
+                return
+            self.posted[loop] = list(items)
+        loop.call_soon_threadsafe(self._deliver, loop)
+
+    def _deliver(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On the event loop: hand each stream its items, in the order they were posted."""
+        with self.posted_lock:
+            items = self.posted.pop(loop, [])
+        for queue_, item in items:
+            queue_.put_nowait(item)
 
     def _delta(self, request_id: str, stream: _Stream, seq: Sequence | None, final: Rollout | None) -> Delta:
         rollout = final if final is not None else seq.rollout
-        fmt = self.engine.format
-        if final is not None:
-            text = final.text
-        else:
-            text = fmt.tokenizer.decode(rollout.token_ids, skip_special_tokens=False)
-            text = text[: len(text) - held_back(text)]
-        start = fmt.start_phase(rollout.prompt_ids)
-        channels = channel_texts(fmt, text, start)
-        pieces = [
-            new[len(old) :] if new.startswith(old) else new for new, old in zip(channels, stream.sent, strict=True)
-        ]
-        stream.sent = tuple(old + piece for old, piece in zip(stream.sent, pieces, strict=True))
-        new_tokens = slice(stream.sent_tokens, len(rollout.token_ids))
-        stream.sent_tokens = len(rollout.token_ids)
-        delta = Delta(request_id, *pieces, rollout.token_ids[new_tokens], rollout.logprobs[new_tokens])
-        if final is not None:
-            delta.finish_reason, delta.rollout = final.finish_reason, final
-            delta.usage = usage_of(final)
-        return delta
+        return next_delta(self.engine.format, request_id, stream, rollout, final is not None)
 
     def _call_tool(self, request_id: str, rollout: Rollout) -> None:
         if self.on_tool_call is None:
@@ -246,7 +272,7 @@ class AsyncEngineClient:
     def _push(self, request_id: str, item) -> None:
         stream = self.streams.get(request_id)
         if stream is not None:
-            stream.loop.call_soon_threadsafe(stream.queue.put_nowait, item)
+            self._post(stream.loop, [(stream.queue, item)])
 
     def _fail_all(self, error: Exception) -> None:
         for request_id in list(self.streams):
@@ -255,10 +281,23 @@ class AsyncEngineClient:
         self.streams.clear()
 
 
-def _deliver(items: list) -> None:
-    """On the event loop: hand each stream its delta."""
-    for queue_, delta in items:
-        queue_.put_nowait(delta)
+def next_delta(fmt, request_id: str, cursor: DeltaCursor, rollout: Rollout, final: bool) -> Delta:
+    """What `rollout` gained since `cursor`, split by channel (the cursor moves on). A running
+    completion holds back a half-written marker; a `final` one carries finish reason and usage."""
+    if final:
+        text = rollout.text
+    else:
+        text = fmt.tokenizer.decode(rollout.token_ids, skip_special_tokens=False)
+        text = text[: len(text) - held_back(text)]
+    channels = channel_texts(fmt, text, fmt.start_phase(rollout.prompt_ids))
+    pieces = [new[len(old) :] if new.startswith(old) else new for new, old in zip(channels, cursor.sent, strict=True)]
+    cursor.sent = tuple(old + piece for old, piece in zip(cursor.sent, pieces, strict=True))
+    new_tokens = slice(cursor.sent_tokens, len(rollout.token_ids))
+    cursor.sent_tokens = len(rollout.token_ids)
+    delta = Delta(request_id, *pieces, rollout.token_ids[new_tokens], rollout.logprobs[new_tokens])
+    if final:
+        delta.finish_reason, delta.rollout, delta.usage = rollout.finish_reason, rollout, usage_of(rollout)
+    return delta
 
 
 def channel_texts(fmt, text: str, start) -> tuple[str, str, str]:

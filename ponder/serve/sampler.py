@@ -58,14 +58,20 @@ class SampleStream:
 
 
 async def open_streams(
-    client: AsyncEngineClient, prompt_ids: list[int], params: SamplingParams, request_id: str, indices: Iterable[int]
+    client: AsyncEngineClient,
+    prompt_ids: list[int],
+    params: SamplingParams,
+    request_id: str,
+    indices: Iterable[int],
+    deltas: bool = True,
 ) -> list[SampleStream]:
-    """Start one engine request per sample index; a full queue aborts them all and raises 429."""
+    """Start one engine request per sample index; a full queue aborts them all and raises 429.
+    `deltas=False`: each stream yields only its last delta (for an answer sent whole)."""
     streams: list[SampleStream] = []
     try:
         for j in indices:
             rid = f"{request_id}-{j}"
-            streams.append(SampleStream(client.generate(prompt_ids, params, rid, sample_index=j), rid))
+            streams.append(SampleStream(client.generate(prompt_ids, params, rid, sample_index=j, deltas=deltas), rid))
         await asyncio.sleep(0)  # each generator runs to its first wait: a full queue raises now
         for stream in streams:
             if stream.first.done() and not stream.first.cancelled() and stream.first.exception() is not None:
@@ -126,8 +132,7 @@ def thinking_tokens_so_far(client: AsyncEngineClient, request_id: str) -> int | 
     """The thinking tokens of a running request, read when its answer starts (the count is final
     then: the engine stops counting once the thinking closes). None once the request has left the
     batch: its last delta carries the count."""
-    seq = client.batch.sequence(request_id)
-    return seq.rollout.thinking_tokens if seq is not None else None
+    return client.thinking_tokens(request_id)
 
 
 async def auto_draw(
@@ -141,11 +146,11 @@ async def auto_draw(
     """Auto effort over a client request: the greedy answer with thinking on is the first vote, then
     one sample at a time until the leading answer holds `AUTO_RULE.min_count` votes and
     `AUTO_RULE.min_share` of all, or `AUTO_RULE.max_n` answers are in (the rule `ponder scale` chose)."""
-    finals = await finish_all(await open_streams(client, prompt_ids, anchor, request_id, [0]))
+    finals = await finish_all(await open_streams(client, prompt_ids, anchor, request_id, [0], deltas=False))
     keys = [key(finals[0].rollout)]
     while not auto_done(keys):
         j = len(finals)
-        finals += await finish_all(await open_streams(client, prompt_ids, params, request_id, [j]))
+        finals += await finish_all(await open_streams(client, prompt_ids, params, request_id, [j], deltas=False))
         keys.append(key(finals[-1].rollout))
     return finals
 

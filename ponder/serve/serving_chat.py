@@ -52,7 +52,7 @@ class ServingChat:
             summary=request.ponder.summary or "auto",
         )
         run = Run(self.state, job)
-        await run.start()
+        await run.start(stream=bool(request.stream))
         if request.stream:
             return self._stream(request, run)
         await run.complete()

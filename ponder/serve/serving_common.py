@@ -2,7 +2,7 @@
 
     job = prepare(state, request_id=..., messages=..., plan=request.to_plan(), ...)   # 400 / 404 here
     run = Run(state, job)
-    await run.start()                      # engine requests open now: a full queue is a 429 here
+    await run.start(stream=False)          # engine requests open now: a full queue is a 429 here
     outputs = await run.complete()         # or: async for piece in run.pieces(): ...
     await run.save()                       # every returned completion, for feedback to name
 
@@ -45,7 +45,7 @@ class ServerState:
 
     @property
     def format(self):
-        return self.client.engine.format
+        return self.client.format
 
     def check_model(self, name: str) -> None:
         if name != self.model_name:
@@ -132,12 +132,18 @@ class Run:
         """Every sample drawn is returned, in draw order, so it can stream as it decodes."""
         return not self.job.plan.auto and self.job.plan.draws == self.job.plan.choices
 
-    async def start(self) -> None:
-        """Queue the engine requests (auto effort queues its first one when it runs)."""
+    async def start(self, stream: bool = True) -> None:
+        """Queue the engine requests (auto effort queues its first one when it runs). Unless the
+        answer streams as it decodes, the engine sends each sample's text once, when it ends."""
         if self.streams is None and not self.job.plan.auto:
             job = self.job
             self.streams = await open_streams(
-                self.state.client, job.prompt_ids, job.plan.params, job.request_id, range(job.plan.draws)
+                self.state.client,
+                job.prompt_ids,
+                job.plan.params,
+                job.request_id,
+                range(job.plan.draws),
+                deltas=stream and self.live,
             )
 
     async def complete(self) -> list[Output]:
@@ -148,7 +154,7 @@ class Run:
                 self.state.client, job.prompt_ids, plan.anchor, plan.params, job.request_id, job.ranking.key
             )
         else:
-            await self.start()
+            await self.start(stream=False)
             self.finals = await finish_all(self.streams)
         order = await job.ranking.order([f.rollout for f in self.finals], job.prompt_text)
         self.outputs = [job.builder.final(i, self.finals[k].rollout) for i, k in enumerate(order[: plan.choices])]

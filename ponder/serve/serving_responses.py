@@ -59,7 +59,7 @@ class ServingResponses:
             summary=request.summary_detail,
         )
         run = Run(self.state, job)
-        await run.start()
+        await run.start(stream=bool(request.stream))
         if request.stream:
             return Events(self, request, run).stream()
         await run.complete()
