@@ -3,11 +3,17 @@
 A new ponder model is a small Llama (`new_model(preset, tokenizer)`); `load` opens any causal-LM
 directory, ponder's own or a real checkpoint (Qwen2.5, Llama, ...), and says which file is wrong
 when one is missing or corrupt. `save` writes atomically: a crash never leaves half a model.
+
+Attention: every model ponder builds or loads asks transformers for `attn_implementation="sdpa"`
+(PyTorch's fused `scaled_dot_product_attention`: flash / memory-efficient kernels on a GPU, no
+(T, T) score matrix kept for the backward pass), the one training runs on. An architecture without an
+SDPA path loads with its default attention instead (logged).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +23,9 @@ from transformers.utils import logging as hf_logging
 
 from ponder.errors import PonderError
 from ponder.io import atomic_dir
+
+log = logging.getLogger(__name__)
+ATTENTION = "sdpa"  # see the module docstring
 
 # ponder renders its own progress; HF's per-file bars would interleave with it.
 hf_logging.disable_progress_bar()
@@ -31,21 +40,34 @@ class Preset:
     mlp: int
 
 
-# Parameter counts are for a 512-token vocabulary with tied embeddings.
+# Parameter counts are for a 512-token vocabulary (ponder's own tokenizer) with tied embeddings.
+# "500m" is Qwen2.5-0.5B's shape (hidden 896, 24 layers, 14 query / 2 key-value heads of 64, MLP
+# 4864, tied embeddings; not its QKV bias or RoPE base): 0.36B parameters with a 512-token
+# vocabulary, 0.49B with Qwen2.5's 151,936 tokens (136M of those are the embedding), the model one
+# GPU trains in docs/gpu.md.
 PRESETS: dict[str, Preset] = {
     "1m": Preset(hidden=128, layers=4, heads=4, kv_heads=4, mlp=384),  # ~0.9M
     "5m": Preset(hidden=256, layers=6, heads=4, kv_heads=4, mlp=768),  # ~5.2M
     "25m": Preset(hidden=512, layers=8, heads=8, kv_heads=8, mlp=1536),  # ~27M
+    "500m": Preset(hidden=896, layers=24, heads=14, kv_heads=2, mlp=4864),  # ~358M; 494M at 151,936 tokens
 }
 
 
 def new_model(preset: str, tokenizer: PreTrainedTokenizerBase, max_len: int = 512, seed: int = 0):
     """A freshly initialised Llama of one of the `PRESETS` sizes, matched to `tokenizer`."""
+    config = preset_config(preset, len(tokenizer), max_len, tokenizer)
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation=ATTENTION)
+
+
+def preset_config(preset: str, vocab_size: int, max_len: int = 512, tokenizer=None) -> LlamaConfig:
+    """The `LlamaConfig` of a preset (special token ids from `tokenizer` when given): what
+    `new_model` builds, and what a memory estimate reads before any model exists."""
     if preset not in PRESETS:
         raise PonderError(f"model preset must be one of {sorted(PRESETS)}, got {preset!r}")
     p = PRESETS[preset]
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
+    return LlamaConfig(
+        vocab_size=vocab_size,
         hidden_size=p.hidden,
         num_hidden_layers=p.layers,
         num_attention_heads=p.heads,
@@ -54,12 +76,10 @@ def new_model(preset: str, tokenizer: PreTrainedTokenizerBase, max_len: int = 51
         max_position_embeddings=max_len,
         rope_theta=10000.0,
         tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=getattr(tokenizer, "bos_token_id", None),
+        eos_token_id=getattr(tokenizer, "eos_token_id", None),
+        pad_token_id=getattr(tokenizer, "pad_token_id", None),
     )
-    torch.manual_seed(seed)
-    return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
 
 
 def count_parameters(model: torch.nn.Module) -> int:
@@ -82,13 +102,25 @@ def load(path: str | Path, dtype: torch.dtype | None = None, device: str | torch
     except Exception as e:
         raise PonderError(f"{path}: the tokenizer files could not be read ({e}). Is tokenizer.json intact?")
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32)
+        model = _from_pretrained(path, dtype or torch.float32)
     except Exception as e:
         weights = ", ".join(p.name for p in _weight_files(path)) or "no weights file"
         raise PonderError(f"{path}: the weights ({weights}) could not be loaded: {e}")
     if tokenizer.pad_token_id is None:  # many real checkpoints ship without one
         tokenizer.pad_token = tokenizer.eos_token
     return model.to(device).eval(), tokenizer
+
+
+def _from_pretrained(path: Path, dtype: torch.dtype):
+    """The checkpoint with SDPA attention; an architecture transformers has no SDPA path for (it
+    says so with a ValueError naming scaled_dot_product_attention) falls back to its default."""
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=ATTENTION)
+    except ValueError as e:
+        if "scaled_dot_product_attention" not in str(e):
+            raise
+        log.info("%s: no %s attention for this architecture (%s); using its default", path, ATTENTION, e)
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
 
 
 def _weight_files(path: Path) -> list[Path]:

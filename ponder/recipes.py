@@ -6,6 +6,9 @@
 answer both ways; which way pays on which task is what reinforcement learning finds out
 (docs/RESULTS.md).
 
+`gpu-500m` (`ponder pretrain --recipe gpu-500m`) is the base recipe's data on the 0.5B-class preset
+for one GPU (docs/gpu.md); it has not been run yet.
+
 `tools` (`ponder sft --recipe tools`) made the shipped tool model (ponder/assets/tools): the base
 fine-tuned on arithmetic at levels 1-5 worked through the calculator and lookups at levels 1-3 through
 search (10% of the traces show a failed first call made again). Its no-tool twin, the same steps on
@@ -44,8 +47,27 @@ RECIPES: dict[str, dict] = {
         "direct_rate": 0.0,
         "seed": 0,
     },
+    # one GPU, the 0.5B-class preset (docs/gpu.md): the base recipe's data, a learning rate for a
+    # model of this size, bf16 autocast. Its memory estimate, 37 GiB (9.4 GiB with
+    # --gradient-checkpointing), fits an 80 GB card; on a smaller one add checkpointing.
+    # A starting point that has not been run on a GPU yet.
+    "gpu-500m": {
+        "preset": "500m",
+        "tasks": CORPUS_MIX,
+        "steps": 3000,
+        "batch_size": 64,
+        "max_len": 384,
+        "lr": 3e-4,
+        "warmup": 100,
+        "save_every": 250,
+        "mistake_rate": 0.1,
+        "direct_rate": 0.5,
+        "autocast": "bf16",
+        "device": "cuda",
+        "seed": 0,
+    },
 }
-RECIPE_COMMANDS = {"base": "pretrain", "tools": "sft"}
+RECIPE_COMMANDS = {"base": "pretrain", "tools": "sft", "gpu-500m": "pretrain"}
 
 
 def recipe(name: str, command: str) -> dict:

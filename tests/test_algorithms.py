@@ -21,6 +21,7 @@ from ponder.rl.algorithms import (
     policy_loss,
     reinforce_pp_advantages,
     rloo_advantages,
+    truncated_importance_weights,
     value_loss,
 )
 
@@ -279,6 +280,47 @@ def test_policy_loss_adds_kl_term():
     close(stats["kl"], k3_mean)
     close(loss, 0.1 * k3_mean)
     close(stats["clip_frac"], 0.0)
+
+
+def test_importance_weights_of_one_leave_the_loss_and_gradient_unchanged():
+    logp, old, adv, mask = _ppo_case()
+    for agg in ("token", "sequence", "constant"):
+        plain, _ = policy_loss(logp, old, adv, mask, agg=agg, max_tokens=4)
+        weighted, _ = policy_loss(logp, old, adv, mask, agg=agg, max_tokens=4, is_weights=torch.ones(2, 3))
+        assert torch.equal(plain, weighted), agg
+
+
+def test_importance_weights_scale_each_tokens_term_and_a_zero_weight_removes_its_gradient():
+    # the token-agg terms of _ppo_case: row0 [-1.2, -.5, -1], row1 [1.5, .8] (see above), / 5 tokens
+    # weights row0 [2, 1, .5], row1 [0, 1]: (-2.4 - .5 - .5 + 0 + .8) / 5 = -.52
+    logp, old, adv, mask = _ppo_case()
+    weights = torch.tensor([[2.0, 1.0, 0.5], [0.0, 1.0, 7.0]])  # the 7 is masked out
+    loss, _ = policy_loss(logp, old, adv, mask, is_weights=weights)
+    close(loss, -0.52)
+    loss.backward()
+    # unweighted gradient [[0, -.1, -.2], [.3, 0, 0]] (test above) times the weights
+    close(logp.grad, [[0.0, -0.1, -0.1], [0.0, 0.0, 0.0]])
+    with pytest.raises(PonderError, match="is_weights must have the shape"):
+        policy_loss(logp, old, adv, mask, is_weights=torch.ones(2))
+
+
+def test_truncated_importance_weights_cap_the_ratio_and_measure_the_mismatch():
+    # trainer - sampler: [ln 1.5, ln 4, -ln 2 | 0, 0, 50 (masked)] -> ratios 1.5, 4 (capped at 2), .5, 1, 1
+    sampler = torch.zeros(2, 3)
+    trainer = torch.tensor([[math.log(1.5), math.log(4.0), -LN2], [0.0, 0.0, 50.0]])
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    weights, stats = truncated_importance_weights(trainer, sampler, mask, cap=2.0)
+    close(weights, [[1.5, 2.0, 0.5], [1.0, 1.0, 1.0]])
+    close(stats["tis_truncated"], 1 / 5)
+    close(stats["tis_weight_mean"], (1.5 + 2 + 0.5 + 1 + 1) / 5)
+    close(stats["mismatch_max"], math.log(4.0))  # the masked 50 is not counted
+    # k3 of KL(sampler || trainer), d = trainer - sampler: exp(d) - d - 1 per token
+    k3 = [r - math.log(r) - 1 for r in (1.5, 4.0, 0.5)]
+    close(stats["mismatch_kl"], sum(k3) / 5)
+    same, same_stats = truncated_importance_weights(sampler, sampler, mask)
+    assert torch.equal(same, torch.ones(2, 3)) and same_stats["mismatch_kl"] == 0 == same_stats["tis_truncated"]
+    with pytest.raises(PonderError, match="cap must be > 0"):
+        truncated_importance_weights(trainer, sampler, mask, cap=0.0)
 
 
 def test_value_loss_hand_values():

@@ -99,6 +99,12 @@ def test_rl_with_two_rollout_workers_survives_a_killed_worker_and_learns(ray_loc
         accuracies = [s["accuracy"] for s in steps]
         assert run.sampler.replaced == 1
         assert [s["policy_version"] for s in steps] == [1, 2, 3, 4, 5, 6]  # every step sampled the newest weights
+        # another engine samples, so the importance correction is on (auto); the workers run the pushed
+        # weights in fp32, so the mismatch is float noise and no sample lags behind the trainer
+        assert cfg.corrects_importance
+        assert all(s["policy_lag"] == 0 and s["tis_truncated"] == 0 for s in steps), steps
+        assert max(s["mismatch_kl"] for s in steps) < 1e-6, [s["mismatch_kl"] for s in steps]
+        assert all(s["push_s"] > 0 for s in steps), [s["push_s"] for s in steps]  # new weights every step
         assert sum(accuracies[-2:]) / 2 > accuracies[0] + 0.2, accuracies
     finally:
         run.sampler.close()

@@ -96,7 +96,7 @@ def test_preset_parameter_counts(preset, expected):
 
 
 def test_unknown_preset_lists_the_allowed_ones(tok):
-    with pytest.raises(PonderError, match=r"one of \['1m', '25m', '5m'\], got '7b'"):
+    with pytest.raises(PonderError, match=r"one of \['1m', '25m', '500m', '5m'\], got '7b'"):
         models.new_model("7b", tok)
 
 

@@ -4,6 +4,7 @@ problems it trains on, and the report is written."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -159,6 +160,70 @@ def test_rl_config_errors_name_the_field():
         RLConfig(group_size=1)
     with pytest.raises(PonderError, match="kl_estimator"):
         RLConfig(kl_estimator="k9")
+    with pytest.raises(PonderError, match="importance_correction must be one of"):
+        RLConfig(importance_correction="yes")
+    with pytest.raises(PonderError, match="tis_cap must be >= 1"):
+        RLConfig(tis_cap=0.5)
+
+
+def test_importance_correction_is_on_exactly_when_another_engine_samples_unless_forced():
+    assert not RLConfig().corrects_importance
+    assert RLConfig(rollout_workers=2).corrects_importance
+    assert not RLConfig(rollout_workers=2, importance_correction="off").corrects_importance
+    assert RLConfig(importance_correction="on").corrects_importance
+
+
+MISMATCH_KEYS = {"mismatch_kl", "mismatch_max", "tis_truncated", "tis_weight_mean", "policy_lag"}
+
+
+def test_importance_correction_on_the_trainers_own_engine_measures_no_mismatch(trained_run, tmp_path):
+    # reinforce_pp has no group baseline, so every step updates even when all rewards are equal
+    cfg = RLConfig(out=str(tmp_path / "run"), init=str(trained_run / "model"), algorithm="reinforce_pp",
+                   importance_correction="on", **TINY)  # fmt: skip
+    record = rl_step(RLRun(cfg, resume=False), 0)
+    assert MISMATCH_KEYS <= set(record), record
+    # the engine samples with the trainer's weights: only float noise between its kernels and the trainer's
+    assert record["mismatch_kl"] < 1e-6 and record["mismatch_max"] < 1e-3, record
+    assert (record["tis_truncated"], record["policy_lag"]) == (0.0, 0)
+    assert record["tis_weight_mean"] == pytest.approx(1.0, abs=1e-3)
+    off = dataclasses.replace(cfg, out=str(tmp_path / "off"), importance_correction="off")
+    assert not MISMATCH_KEYS & set(rl_step(RLRun(off, resume=False), 0))
+
+
+def test_perturbed_sampler_logprobs_give_a_mismatch_and_truncated_weights(trained_run, tmp_path, monkeypatch):
+    from ponder.engine import SamplingParams
+    from ponder.rl.batch import RolloutBatch
+    from ponder.train.rl import draw_problems, policy_update
+
+    cfg = RLConfig(out=str(tmp_path / "run"), init=str(trained_run / "model"), algorithm="reinforce_pp",
+                   importance_correction="on", tis_cap=2.0, **TINY)  # fmt: skip
+    run = RLRun(cfg, resume=False)
+    prompts = [run.engine.format.prompt(p.prompt) for p in draw_problems(run, 0)]
+    groups = run.engine.generate(prompts, SamplingParams(n=cfg.group_size, max_tokens=cfg.max_tokens, seed=1))
+    batch = RolloutBatch.build([r for g in groups for r in g], run.device)
+    written = batch.mask.bool()
+    # the sampler found the first half of the rows less likely (ratio e > cap), the rest more likely
+    half = batch.mask.shape[0] // 2
+    shift = torch.zeros_like(batch.old_logprobs)
+    shift[:half], shift[half:] = -1.0, 0.5
+    batch.old_logprobs = batch.old_logprobs + shift
+    rewards = torch.arange(batch.mask.shape[0], dtype=torch.float) % 2
+    real, weights_seen = alg.policy_loss, []
+
+    def recording_loss(*args, **kwargs):
+        weights_seen.append(kwargs["is_weights"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rl_module.alg, "policy_loss", recording_loss)
+    record = policy_update(run, batch, rewards, 0)
+    assert record["mismatch_kl"] > 0.1 and record["mismatch_max"] == pytest.approx(1.0, abs=1e-3), record
+    # the ratio is taken against the trainer's own log-probs, not the perturbed sampler's
+    assert record["ratio_mean"] == pytest.approx(1.0, abs=1e-4), record
+    assert len(weights_seen) == 1 and weights_seen[0] is not None and torch.equal(weights_seen[0], batch.is_weights)
+    share_low = written[:half].sum().item() / written.sum().item()
+    assert record["tis_truncated"] == pytest.approx(share_low)
+    assert torch.allclose(batch.is_weights[:half][written[:half]], torch.tensor(2.0))  # truncated at the cap
+    assert torch.allclose(batch.is_weights[half:][written[half:]], torch.tensor(math.exp(-0.5)), atol=1e-3)
 
 
 def test_dapo_preset_turns_on_clip_higher_dynamic_sampling_and_overlong():

@@ -178,7 +178,7 @@ def test_resume_without_a_checkpoint_is_refused(tmp_path):
     "field, value, allowed",
     [
         ("loss_on", "x", r"\['all', 'completion'\]"),
-        ("preset", "7b", r"\['1m', '5m', '25m'\]"),
+        ("preset", "7b", r"\['1m', '5m', '25m', '500m'\]"),
         ("steps", 0, ">= 1"),
         ("batch_size", -1, ">= 1"),
         ("mistake_rate", 2, r"\[0, 1\]"),

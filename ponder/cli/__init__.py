@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from rich.markup import escape
+
 from ponder.cli.console import console
 from ponder.errors import PonderError
 
@@ -39,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.handler(args)
     except PonderError as e:
-        console.print(f"[red]error:[/] {e}")
+        console.print(f"[red]error:[/] {escape(str(e))}")  # "pip install 'ponder[vllm]'" is text, not markup
         return 2
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")

@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 
 from ponder.cli.args import add_config_flags, build_config
 from ponder.cli.console import console
-from ponder.cli.runs import ToolOptions, default_model
+from ponder.cli.runs import DeviceOptions, ToolOptions, default_model
 
 
 @dataclass
-class ChatOptions(ToolOptions):
+class ChatOptions(ToolOptions, DeviceOptions):
     model: str | None = field(
         default=None, metadata={"help": "model directory; none = the shipped base (with --tools: the tool model)"}
     )
@@ -70,11 +70,12 @@ def chat_loop(options: ChatOptions) -> None:
     from ponder import model as models
     from ponder.engine import Engine
     from ponder.evals import ToolEngine
+    from ponder.train.lm import resolve_device
 
     params = chat_params(options)  # a bad effort fails before the model loads
     tools = options.loop()  # and so do unknown tool names
     model_dir = default_model(options.model, options.tools)
-    model, tokenizer = models.load(model_dir)
+    model, tokenizer = models.load(model_dir, device=resolve_device(options.device))
     engine = Engine(model, tokenizer) if tools is None else ToolEngine(Engine(model, tokenizer), tools)
     mode = f", reasoning_effort {options.reasoning_effort}" if options.reasoning_effort else ""
     mode += f", tools {options.tools}" if tools is not None else ""

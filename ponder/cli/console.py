@@ -69,6 +69,26 @@ def before_after_table(before: dict, after: dict) -> Table:
     )
 
 
+def memory_table(estimate) -> Table:
+    """A run's memory estimate (`ponder.train.memory.MemoryEstimate`): each part, how it was counted,
+    the peak and, when known, the device's free memory."""
+    gib = 2**30
+    rows = [(name, how, f"{size / gib:.2f}") for name, size, how in estimate.parts]
+    rows.append(("[bold]peak", "fp32 states + the larger of training, rollouts", f"[bold]{estimate.peak / gib:.2f}"))
+    if estimate.device is not None:
+        rows.append(("device free", estimate.device.label, f"{estimate.device.free / gib:.2f}"))
+    return table("memory estimate (GiB)", ("part", "how", "GiB"), rows, left=2)
+
+
+def print_memory_estimate(estimate) -> None:
+    """The estimate's table before a run starts, and a warning when it exceeds the device's free memory."""
+    if estimate is None:
+        return
+    console.print(memory_table(estimate))
+    if estimate.warning():
+        console.print(f"[yellow]warning:[/] {estimate.warning()}")
+
+
 def points_table(points: list[dict], where: str) -> Table:
     """The scaling sweep's points: accuracy and tokens per problem at each compute level."""
     return table(

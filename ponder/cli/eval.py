@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 
 from ponder.cli.args import add_config_flags, build_config, require_count
 from ponder.cli.console import console, eval_table, table
-from ponder.cli.runs import HeldOutOptions, ToolOptions, default_model, run_eval
+from ponder.cli.runs import DeviceOptions, HeldOutOptions, ToolOptions, default_model, run_eval
 
 
 @dataclass
-class EvalOptions(HeldOutOptions, ToolOptions):
+class EvalOptions(HeldOutOptions, ToolOptions, DeviceOptions):
     model: str | None = field(
         default=None, metadata={"help": "model directory; none = the shipped base (with --tools: the tool model)"}
     )
@@ -52,7 +52,10 @@ def run(args) -> None:
     options = build_config(EvalOptions, args)
     loop = options.loop()  # unknown tool names fail before the model loads
     model_dir = default_model(options.model, options.tools)
-    evaluate = dict(force_thinking=options.force_thinking, samples=options.samples, temperature=options.temperature)
+    evaluate = dict(
+        force_thinking=options.force_thinking, samples=options.samples, temperature=options.temperature,
+        device=options.device,
+    )  # fmt: skip
     reports = {"no tools": run_eval(model_dir, options, "no tools", **evaluate)}
     if loop is not None:
         reports["tools"] = run_eval(model_dir, options, "tools", tools=loop, **evaluate)

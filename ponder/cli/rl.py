@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ponder.cli.args import add_config_flags, build_config
+from ponder.cli.console import print_memory_estimate
 from ponder.cli.runs import run_rl
 
 
@@ -16,6 +17,11 @@ def register(sub) -> None:
 
 
 def run(args) -> None:
+    from ponder.train.lm import resolve_device
+    from ponder.train.memory import device_memory, estimate_rl
     from ponder.train.rl import RLConfig
 
-    run_rl(build_config(RLConfig, args), resume=args.resume)
+    cfg = build_config(RLConfig, args)
+    device = resolve_device(cfg.device)
+    print_memory_estimate(estimate_rl(cfg, device, args.resume, device_memory(device)))
+    run_rl(cfg, resume=args.resume)

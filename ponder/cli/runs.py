@@ -42,6 +42,14 @@ class ToolOptions:
         return tool_loop(self.tools, self.max_tool_calls, self.tool_fault_rate)
 
 
+@dataclass
+class DeviceOptions:
+    """Where a command's model runs (eval, chat, scale); pretrain, sft and rl take `device` from
+    their configs, serve from its options."""
+
+    device: str = field(default="auto", metadata={"help": "auto (the GPU when there is one), cpu or cuda"})
+
+
 def default_model(model: str | None, tools: str = "") -> Path:
     """The model a command runs: `model` if given, else the shipped tool model when tools are named
     (the base was never trained to call them), else the shipped base."""
@@ -54,16 +62,17 @@ def default_model(model: str | None, tools: str = "") -> Path:
 
 def run_eval(
     model_dir, held: HeldOutOptions, label: str, force_thinking: bool = False, tools=None, samples: int = 1,
-    temperature: float = 0.0,
+    temperature: float = 0.0, device: str = "cpu",
 ):  # fmt: skip
     """Answers of `model_dir` on the held-out set (greedy, or `samples` per problem at `temperature`),
-    calling `tools` (a ToolLoop) if given, with a progress bar; the EvalReport."""
+    calling `tools` (a ToolLoop) if given, on `device` (auto, cpu, cuda), with a progress bar; the EvalReport."""
     from ponder import model as models
     from ponder.engine import Engine, SamplingParams
     from ponder.evals import evaluate
     from ponder.tasks.mix import TaskMix
+    from ponder.train.lm import resolve_device
 
-    model, tokenizer = models.load(model_dir)
+    model, tokenizer = models.load(model_dir, device=resolve_device(device))
     problems = TaskMix(held.tasks).eval_set(held.per_task)
     how = "greedy" if samples == 1 and temperature == 0 else f"{samples} samples, T={temperature:g}"
     with progress_bar() as bar:
@@ -90,6 +99,8 @@ def run_rl(cfg, resume: bool = False) -> Path:
                 f"reward {m['reward']:.2f}  acc {m['accuracy']:.2f}  len {m['response_len']:.0f}  "
                 f"gen {m['gen_s']:.1f}s train {m['train_s']:.1f}s"
             )
+            if "mfu" in m:
+                info += f"  MFU {m['mfu']:.1%}"
             if "tool_calls" in m:
                 info += f"  calls {m['tool_calls']:.2f} err {m['tool_errors']:.0%} void {m['void_turns']:.0%}"
             bar.update(job, completed=m["step"], info=info)

@@ -19,12 +19,12 @@ from pathlib import Path
 
 from ponder.cli.args import add_config_flags, build_config, require_count
 from ponder.cli.console import console, progress_bar, table
-from ponder.cli.runs import ToolOptions, default_model, run_sweep, run_tool_sweeps
+from ponder.cli.runs import DeviceOptions, ToolOptions, default_model, run_sweep, run_tool_sweeps
 from ponder.tasks.mix import DEFAULT_MIX
 
 
 @dataclass
-class ScaleOptions(ToolOptions):
+class ScaleOptions(ToolOptions, DeviceOptions):
     """What `ponder scale` measures and where it writes; how it samples is ScaleConfig. With `tools`,
     the sweep runs without and with them (with `effort`: the presets run with them)."""
 
@@ -79,9 +79,10 @@ def run(args) -> None:
 def _load(options: ScaleOptions):
     from ponder import model as models
     from ponder.engine import Engine
+    from ponder.train.lm import resolve_device
 
     model_dir = default_model(options.model, options.tools)
-    model, tokenizer = models.load(model_dir)
+    model, tokenizer = models.load(model_dir, device=resolve_device(options.device))
     return model_dir, Engine(model, tokenizer)
 
 

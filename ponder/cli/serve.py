@@ -2,6 +2,7 @@
 
     ponder serve                                   the shipped base on http://127.0.0.1:8000
     ponder serve --model runs/rl/model --api-key s3cret --tools calculator
+    ponder serve --model runs/rl/model --backend vllm   generation on vLLM (pip install 'ponder[vllm]', a GPU)
     curl http://127.0.0.1:8000/v1/models           (any OpenAI client: base_url=http://127.0.0.1:8000/v1)
 
 docs/serve.md has the endpoints, ponder's extra options, the reasoning summary and the feedback schema.
@@ -19,6 +20,7 @@ from ponder.cli.console import console
 from ponder.errors import PonderError
 
 API_KEY_ENV = "PONDER_API_KEY"
+BACKENDS = ("ponder", "vllm")
 
 
 @dataclass
@@ -55,6 +57,10 @@ class ServeOptions:
         default="runs/serve/feedback.sqlite", metadata={"help": "SQLite file of returned completions and feedback"}
     )
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
+    backend: str = field(
+        default="ponder",
+        metadata={"help": "generation backend: ponder (its own engine), or vllm (pip install 'ponder[vllm]', a GPU)"},
+    )
 
     def __post_init__(self):
         from ponder.tools import TOOLS
@@ -69,6 +75,10 @@ class ServeOptions:
         unknown = sorted(set(self.tools) - set(TOOLS))
         if unknown:
             raise PonderError(f"--tools: unknown tool(s) {unknown}; the tools are: {', '.join(sorted(TOOLS))}")
+        if self.backend not in BACKENDS:
+            raise PonderError(f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.backend == "vllm" and self.tools:
+            raise PonderError("--tools need --backend ponder: the vLLM backend cannot pause a sequence for a tool")
 
 
 def register(sub) -> None:
@@ -87,6 +97,10 @@ def serve(options: ServeOptions) -> None:
 
     from ponder.serve.app import create_app
 
+    if options.backend == "vllm":
+        from ponder.engine.vllm_backend import require_vllm
+
+        require_vllm()  # a missing vLLM or GPU fails at once, before the port is taken
     sock = bind(options.host, options.port)  # before the model loads: a taken port fails at once
     state = build_state(options)
     api_key = options.api_key or os.environ.get(API_KEY_ENV) or None
@@ -131,18 +145,22 @@ def build_state(options: ServeOptions):
     from ponder.train.lm import resolve_device
 
     model_dir = Path(options.model) if options.model else base_model_path()
-    model, tokenizer = models.load(model_dir, device=resolve_device(options.device))
     rankers = {name: load_ranker(path) for name, path in
                (("verifier", options.verifier), ("reward_model", options.reward_model)) if path}  # fmt: skip
-    tools = ToolLoop.of(list(options.tools)) if options.tools else None
-    client = AsyncEngineClient(
-        Engine(model, tokenizer), max_batch=options.max_batch, max_waiting=options.max_waiting, on_tool_call=tools
-    )
+    if options.backend == "vllm":
+        client, config = vllm_client(model_dir, options)
+    else:
+        model, tokenizer = models.load(model_dir, device=resolve_device(options.device))
+        tools = ToolLoop.of(list(options.tools)) if options.tools else None
+        client = AsyncEngineClient(
+            Engine(model, tokenizer), max_batch=options.max_batch, max_waiting=options.max_waiting, on_tool_call=tools
+        )
+        config = model.config
     name = options.served_model_name or ("ponder-base" if options.model is None else model_dir.resolve().name)
     return ServerState(
         client=client,
         model_name=name,
-        context_len=context_length(model),
+        context_len=context_length(config),
         default_max_tokens=options.max_tokens,
         show_thinking=options.show_thinking,
         tool_names=tuple(options.tools),
@@ -151,9 +169,17 @@ def build_state(options: ServeOptions):
     )
 
 
+def vllm_client(model_dir, options: ServeOptions):
+    """The vLLM engine client on `model_dir` and the model's config (the weights load in vLLM only)."""
+    from ponder.engine.vllm_backend import VLLMEngineClient
+
+    client = VLLMEngineClient.from_pretrained(model_dir, max_batch=options.max_batch, max_waiting=options.max_waiting)
+    return client, client.config
+
+
 def context_length(model) -> int:
-    """Prompt + completion tokens the model was built for (its position table)."""
-    config = model.config
+    """Prompt + completion tokens the model (or its config) was built for (its position table)."""
+    config = getattr(model, "config", model)
     for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
         value = getattr(config, name, None)
         if isinstance(value, int) and value > 0:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ponder.cli.args import add_config_flags, build_config
-from ponder.cli.console import console, progress_bar
+from ponder.cli.console import console, print_memory_estimate, progress_bar
 
 # what each command sets over LMConfig's defaults (shown in its --help, applied before any flag)
 BASES = {
@@ -33,7 +33,8 @@ def register(sub) -> None:
 
 def run(args) -> None:
     from ponder.recipes import recipe
-    from ponder.train.lm import LMConfig, train_lm
+    from ponder.train.lm import LMConfig, resolve_device, train_lm
+    from ponder.train.memory import device_memory, estimate_lm
 
     base = dict(BASES[args.command])
     if args.recipe:
@@ -43,11 +44,15 @@ def run(args) -> None:
         from ponder.assets import base_model_path
 
         cfg.init = str(base_model_path())
+    device = resolve_device(cfg.device)
+    print_memory_estimate(estimate_lm(cfg, device, args.resume, device_memory(device)))
     with progress_bar() as bar:
         job = bar.add_task(args.command, total=cfg.steps, info="")
 
         def on_step(m: dict) -> None:
             info = f"loss {m['loss']:.3f}  {m['tokens_per_s']:.0f} tok/s  lr {m['lr']:.1e}"
+            if "mfu" in m:
+                info += f"  MFU {m['mfu']:.1%}"
             bar.update(job, completed=m["step"], info=info)
 
         out = train_lm(cfg, resume=args.resume, on_step=on_step)

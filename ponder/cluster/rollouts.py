@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import time
 from collections import deque
 
 import torch
@@ -99,6 +100,7 @@ class RolloutPool:
         self.version = 0
         self.pushed = None  # the parameter versions last pushed
         self.replaced = 0  # workers replaced after a failure
+        self.last_push_s = 0.0  # seconds the last `push` took (0 when the weights had not changed)
         self.workers = [self._start() for _ in range(workers)]
         self.format = _local_format(tokenizer, model)
 
@@ -114,6 +116,8 @@ class RolloutPool:
 
     def push(self) -> None:
         """Send the trainer's weights to every worker if they changed since the last push."""
+        started = time.perf_counter()
+        self.last_push_s = 0.0
         versions = tuple(p._version for p in self.model.parameters())
         if versions == self.pushed:
             return
@@ -127,6 +131,7 @@ class RolloutPool:
                 self.ray.get(ref, timeout=self.timeout_s)
             except (self.ray.exceptions.RayError, TimeoutError) as e:  # dead or silent: replace it
                 self._replace(index, e)
+        self.last_push_s = time.perf_counter() - started
 
     # --- generation ---------------------------------------------------------------------------------
 

@@ -13,6 +13,10 @@ the lean runner (`runner.py`) for the Llama family, the model's own forward (`hf
 any other causal LM; `engine.backend` names it. The engine reads the model's live parameters
 (fused once per weight version), so the RL loop needs no weight copy; pushing weights to another
 process is `load_weights` there.
+
+Rows at once: `max_batch` (default 256 on a CPU, 1024 on a GPU); on a GPU each `generate` also
+caps them to what fits in the free memory for its sequences' length (`budget.py`, logged when the
+number changes); the rest wait in the batch's queue and join as rows finish.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 import torch
 
+from ponder.engine.budget import KVShape, cuda_free_bytes, default_max_batch, rows_that_fit
 from ponder.engine.chat_format import ChatFormat
 from ponder.engine.hf_runner import HFRunner
 from ponder.engine.live import LiveBatch
@@ -37,12 +42,14 @@ TOOL_WORKERS = 8  # tool calls that may run at once while the batch decodes
 
 
 class Engine:
-    def __init__(self, model, tokenizer, max_batch: int = 256, backend: str = "auto"):
+    def __init__(self, model, tokenizer, max_batch: int | None = None, backend: str = "auto"):
         self.model = model
         self.tokenizer = tokenizer
-        self.max_batch = max_batch
         self.format = ChatFormat(tokenizer, end_ids=_model_end_ids(model))
         self.runner = _choose_backend(model, backend)
+        self.max_batch = max_batch or default_max_batch(self.device)
+        self.kv_shape = KVShape.of(model)
+        self._sized: tuple[int, int] | None = None  # the last (rows, length) logged
         log.info("engine backend: %s", self.runner.name)
 
     @property
@@ -56,6 +63,22 @@ class Engine:
     @property
     def device(self):
         return self.runner.device
+
+    def rows_for(self, length: int) -> int:
+        """How many sequences of up to `length` tokens decode at once: `max_batch`, and on a GPU no
+        more than the KV cache for them fits in the free memory now (`budget.rows_that_fit`)."""
+        if self.device.type != "cuda":
+            return self.max_batch
+        free = cuda_free_bytes(self.device)
+        rows = rows_that_fit(free, self.kv_shape, length, self.max_batch)
+        if self._sized != (rows, length):
+            self._sized = (rows, length)
+            cache = rows * self.kv_shape.bytes_per_row(length) / 2**30
+            log.info(
+                "KV cache sized to the device: %d rows x %d tokens (%.2f GiB) of %.2f GiB free (limit %d)",
+                rows, length, cache, free / 2**30, self.max_batch,
+            )  # fmt: skip
+        return rows
 
     def encode(self, prompt: str | list[int], allow_empty: bool = False) -> list[int]:
         """Prompt ids: token ids as given, or text (already in the chat format) encoded as it is."""
@@ -100,9 +123,10 @@ class Engine:
         params = params or SamplingParams()
         seed = params.seed if params.seed is not None else random.randrange(2**62)
         one = SamplingParams(**{**vars(params), "n": 1, "seed": seed})
-        batch = LiveBatch(self, one)
         ids = [self.encode(p) for p in prompts]
-        batch.reserve(len(ids) * params.n, max(map(len, ids), default=1) + params.max_tokens + 1)
+        capacity = max(map(len, ids), default=1) + params.max_tokens + 1
+        batch = LiveBatch(self, one, max_batch=self.rows_for(capacity))
+        batch.reserve(len(ids) * params.n, capacity)
         for i, prompt in enumerate(ids):
             for j in range(params.n):
                 batch.add(prompt, request_id=(i, j), prompt_index=i, sample_index=j)

@@ -195,7 +195,8 @@ class LlamaRunner:
             position_t = torch.tensor(positions, device=device)
         else:
             rows = torch.arange(hi, device=device)
-            token_t = torch.zeros(hi, dtype=torch.long, device=device).index_put_((index,), torch.tensor(tokens))
+            tokens_t = torch.tensor(tokens, device=device)  # on the pool's device: index_put_ takes no CPU values
+            token_t = torch.zeros(hi, dtype=torch.long, device=device).index_put_((index,), tokens_t)
             position_t = torch.full((hi,), pool.capacity, device=device).index_put_(
                 (index,), torch.tensor(positions, device=device)
             )

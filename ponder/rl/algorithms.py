@@ -19,9 +19,12 @@ Kept (with the paper that introduced each):
 - REINFORCE++ and REINFORCE++-baseline: per-token returns, batch-whitened (arXiv 2501.03262).
 - PPO clipped policy and value losses with GAE (Schulman et al. 2015, arXiv 1506.02438).
 - k1 / k2 / k3 KL estimators, Schulman's note "Approximating KL divergence" (2020).
+- Truncated importance sampling between sampler and trainer (Yao et al., "Your efficient RL
+  framework secretly brings you off-policy RL training", 2025; verl's `tis_imp_ratio_cap`), for
+  rollouts drawn by another engine than the trainer's.
 
-Dropped, on purpose: dual-clip PPO, GSPO / sequence-level importance ratios, truncated importance
-sampling between sampler and trainer, adaptive KL controllers, value-model tricks beyond clipping
+Dropped, on purpose: dual-clip PPO, GSPO / sequence-level importance ratios, adaptive KL
+controllers, value-model tricks beyond clipping
 (VAPO, decoupled GAE lambdas) and entropy bonuses inside the policy loss (the caller can add
 `-coef * masked_mean(entropy_from_logits(logits), mask)` itself).
 """
@@ -313,6 +316,7 @@ def policy_loss(
     ref_logprobs: Tensor | None = None,
     kl_coef: float = 0.0,
     kl_kind: str = "k3",
+    is_weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """PPO-clip surrogate loss (scalar) and stats; gradients flow to `logprobs` only.
 
@@ -328,6 +332,9 @@ def policy_loss(
                  normalisation at all, so no length bias.
 
     With `ref_logprobs`, adds kl_coef * (the `kl_kind` KL to the reference, aggregated the same way).
+    With `is_weights` (B, T), each token's clipped term is multiplied by its (detached) weight before
+    aggregation: truncated importance sampling, see `truncated_importance_weights`. The KL term is
+    not weighted. None leaves the loss exactly as without it.
     Stats (detached 0-d tensors, so no GPU sync here): clip_frac (share of masked tokens whose
     clipped term is the active one, i.e. zero gradient), clip_frac_low, clip_frac_high, approx_kl
     (k3 estimate of KL(old || current)), ratio_mean, and kl when a reference is given.
@@ -343,7 +350,10 @@ def policy_loss(
     adv = adv.expand_as(ratio)
     unclipped = ratio * adv
     clipped = ratio.clamp(1.0 - eps_low, 1.0 + eps_high) * adv
-    loss = _aggregate(-torch.minimum(unclipped, clipped), m, agg, max_tokens)
+    per_token = -torch.minimum(unclipped, clipped)
+    if is_weights is not None:
+        per_token = per_token * _checked_weights(is_weights, m)
+    loss = _aggregate(per_token, m, agg, max_tokens)
 
     with torch.no_grad():
         clipped_low = (ratio < 1.0 - eps_low) & (adv < 0)
@@ -364,6 +374,50 @@ def policy_loss(
         loss = loss + kl_coef * _aggregate(kl, m, agg, max_tokens)
         stats["kl"] = masked_mean(kl.detach(), m)
     return loss, stats
+
+
+def _checked_weights(is_weights: Tensor, mask: Tensor) -> Tensor:
+    """Detached float32 weights, 0 outside the mask (an inf there would make 0 * inf = NaN gradients)."""
+    if is_weights.shape != mask.shape:
+        raise PonderError(
+            f"is_weights must have the shape of the log-probs {tuple(mask.shape)}, got {tuple(is_weights.shape)}: "
+            "one weight per token"
+        )
+    return torch.where(mask, is_weights.detach().float(), 0.0)
+
+
+def truncated_importance_weights(
+    trainer_logprobs: Tensor, sampler_logprobs: Tensor, mask: Tensor, cap: float = 2.0
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Per-token weights (B, T) = min(exp(trainer - sampler), cap), detached, 1 outside the mask; and stats.
+
+    When another engine sampled the rollouts (other kernels, another precision, an older policy
+    version), its log-probs differ from the trainer's, so a PPO ratio against them mixes the update
+    with that mismatch. The fix (Yao et al. 2025; verl `tis_imp_ratio_cap`, TRL's vLLM
+    importance-sampling correction): take the trainer's own log-probs as the "old" policy of the
+    ratio, and reweight each token by trainer / sampler, truncated at `cap` so a token the sampler
+    found unlikely cannot blow the gradient up.
+
+    Stats (detached 0-d tensors, over masked tokens): mismatch_kl, the k3 estimate of
+    KL(sampler || trainer) from the sampler's tokens; mismatch_max, the largest |trainer - sampler|;
+    tis_truncated, the share of tokens whose ratio exceeded the cap; tis_weight_mean.
+    """
+    if cap <= 0:
+        raise PonderError(f"the importance-weight cap must be > 0, got {cap!r}")
+    m = mask.bool()
+    trainer = trainer_logprobs.detach().float()
+    sampler = sampler_logprobs.detach().float()
+    # zero the log-ratio outside the mask before exp, as in `policy_loss`
+    log_ratio = torch.where(m, trainer - sampler, 0.0)
+    ratio = torch.exp(log_ratio)
+    weights = torch.where(m, ratio.clamp_max(cap), 1.0)
+    stats = {
+        "mismatch_kl": masked_mean(kl_penalty(sampler, torch.where(m, trainer, sampler), "k3"), m),
+        "mismatch_max": log_ratio.abs().amax() if log_ratio.numel() else log_ratio.new_zeros(()),
+        "tis_truncated": masked_mean((ratio > cap).float(), m),
+        "tis_weight_mean": masked_mean(weights, m),
+    }
+    return weights, stats
 
 
 def value_loss(

@@ -25,6 +25,7 @@ class RolloutBatch:
     old_values: torch.Tensor | None = None  # PPO only
     advantages: torch.Tensor | None = None  # PPO only (GAE)
     returns: torch.Tensor | None = None  # PPO only
+    is_weights: torch.Tensor | None = None  # (B, L-1) truncated importance weights, when correction is on
 
     @classmethod
     def build(cls, rollouts: list[Rollout], device) -> RolloutBatch:
@@ -70,7 +71,8 @@ def token_logprobs(
 
     The vocabulary projection runs `chunk` rows at a time, so the (B, T, vocab) float32 logits of a
     large-vocabulary model never exist whole (the out-of-memory users of other trainers report)."""
-    hidden = model.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+    inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+    hidden = model.model(**inputs, use_cache=False).last_hidden_state  # no KV cache in training
     hidden = hidden[:, :-1]
     targets = batch.input_ids[:, 1:]
     logprobs, entropy_sum = [], hidden.new_zeros((), dtype=torch.float)

@@ -11,6 +11,11 @@ The two differ in one thing, the loss mask, so they share this loop:
 A new model (no `init`) gets a tokenizer trained on a sample of the corpus, then a Llama of
 `preset` size. `resume=True` continues a run killed at any point from its last checkpoint.
 
+On a GPU (`device` auto) the forward runs under bf16 autocast (`autocast` auto) with SDPA attention
+and TF32 float32 matmuls; `gradient_checkpointing` trades a second forward for activation memory.
+Each step's metrics carry tokens/s and, where the peak is known (a GPU in `flops.PEAK_BF16_TFLOPS`,
+or `peak_tflops`), MFU; on a GPU also the step's peak memory (docs/gpu.md).
+
 With `tools` (e.g. "calculator,search") the corpus's tool families are worked through those tools
 (`ponder.corpus.ToolUse`): arithmetic hands its expression to the calculator, lookup searches. The
 tool's responses are in the text, but no loss is taken on them (`collate` masks every
@@ -38,6 +43,7 @@ from ponder.io import append_jsonl
 from ponder.tasks.mix import CORPUS_MIX, TaskMix
 from ponder.tokenizer import train_tokenizer
 from ponder.tools import TOOL_RESPONSE_CLOSE, TOOL_RESPONSE_OPEN
+from ponder.train.flops import FlopMeter, peak_memory_gib
 
 LOSS_ON = ("all", "completion")
 _RESPONSES = re.compile(f"({re.escape(TOOL_RESPONSE_OPEN)}.*?(?:{re.escape(TOOL_RESPONSE_CLOSE)}|$))", re.S)
@@ -47,7 +53,7 @@ _RESPONSES = re.compile(f"({re.escape(TOOL_RESPONSE_OPEN)}.*?(?:{re.escape(TOOL_
 class LMConfig:
     out: str = field(default="runs/pretrain", metadata={"help": "run directory"})
     init: str | None = field(default=None, metadata={"help": "model dir to start from; none = a new model"})
-    preset: str = field(default="1m", metadata={"help": "size of a new model: 1m, 5m or 25m"})
+    preset: str = field(default="1m", metadata={"help": "size of a new model: 1m, 5m, 25m or 500m"})
     tasks: str = field(default=CORPUS_MIX, metadata={"help": "task mix, e.g. 'arithmetic:1-2,letters'"})
     loss_on: str = field(default="all", metadata={"help": "all (pretrain) or completion (sft)"})
     steps: int = field(default=1000, metadata={"help": "optimizer steps"})
@@ -73,6 +79,12 @@ class LMConfig:
     save_every: int = field(default=100, metadata={"help": "checkpoint every this many steps"})
     autocast: str = field(default="auto", metadata={"help": "auto (bf16 on GPU), bf16 or off"})
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "recompute each layer in the backward pass: less memory, ~1/3 more compute"}
+    )
+    peak_tflops: float = field(
+        default=0.0, metadata={"help": "device peak for MFU in TFLOP/s; 0 = the GPU's bf16 peak by name (none on CPU)"}
+    )
 
     def __post_init__(self):
         _allowed("loss_on", self.loss_on, LOSS_ON)
@@ -86,6 +98,8 @@ class LMConfig:
                 raise PonderError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
         if self.lr <= 0:
             raise PonderError(f"lr must be > 0, got {self.lr!r}")
+        if self.peak_tflops < 0:
+            raise PonderError(f"peak_tflops must be >= 0 (0 = look the GPU up), got {self.peak_tflops!r}")
         ToolUse.parse(self.tools)  # unknown tool names fail here, before any work
 
     @property
@@ -102,9 +116,39 @@ def _allowed(name: str, value, allowed: tuple) -> None:
 
 
 def resolve_device(device: str) -> torch.device:
+    """`auto`: the GPU when torch sees one, else the CPU. On a GPU, float32 matmuls (the engine's
+    sampling, the float32 parts of an autocast forward) may use TF32 tensor cores."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise PonderError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise PonderError(
+                f"device {device!r}: this torch sees no GPU (torch {torch.__version__}, CUDA build: "
+                f"{torch.version.cuda or 'none'}); install torch's CUDA build (docs/gpu.md) or use --device cpu"
+            )
+        torch.set_float32_matmul_precision("high")  # TF32: ~8x fp32's rate on Ampere and later
+    return resolved
+
+
+def enable_gradient_checkpointing(model) -> None:
+    """Keep only each decoder layer's input in the forward pass and recompute the layer in the
+    backward: one more forward per step (~1/3 more compute) for activations about `layers` times
+    smaller (ponder/train/memory.py). Non-reentrant, so inputs that need no grad are fine. Training
+    forwards pass use_cache=False themselves: a KV cache is for generation, transformers would drop
+    it under checkpointing with a warning, and writing use_cache=False into the config would slow
+    `generate` for whoever loads the saved model."""
+    hf = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
+    if not getattr(hf, "supports_gradient_checkpointing", False):
+        raise PonderError(
+            f"{type(hf).__name__} does not support gradient checkpointing: run without --gradient-checkpointing"
+        )
+    # transformers 5 renamed gradient_checkpointing_enable (the old name still works, with a warning)
+    enable = getattr(hf, "activation_checkpointing_enable", None) or hf.gradient_checkpointing_enable
+    enable({"use_reentrant": False})
 
 
 def lr_at(step: int, cfg) -> float:
@@ -196,8 +240,11 @@ def train_lm(cfg: LMConfig, resume: bool = False, on_step: Callable[[dict], None
     else:
         model, tokenizer = build_or_load(cfg, mix, device)
         optimizer = make_optimizer(model, cfg)
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    meter = FlopMeter.of(model, device, cfg.peak_tflops)
     for step in range(start, cfg.steps):
-        metrics = train_step(model, tokenizer, optimizer, mix, cfg, step, device)
+        metrics = train_step(model, tokenizer, optimizer, mix, cfg, step, device, meter)
         append_jsonl(run_dir / "metrics.jsonl", metrics)
         if on_step:
             on_step(metrics)
@@ -206,7 +253,8 @@ def train_lm(cfg: LMConfig, resume: bool = False, on_step: Callable[[dict], None
     return models.save(model, tokenizer, run_dir / "model")
 
 
-def train_step(model, tokenizer, optimizer, mix, cfg: LMConfig, step: int, device) -> dict:
+def train_step(model, tokenizer, optimizer, mix, cfg: LMConfig, step: int, device, meter=None) -> dict:
+    """One optimizer step; `meter` (a FlopMeter) adds MFU to the metrics where the peak is known."""
     started = time.perf_counter()
     start = step * cfg.batch_size
     batch = examples(mix, start, cfg.batch_size, cfg.mistake_rate, cfg.seed, cfg.direct_rate, cfg.tool_use)
@@ -215,13 +263,13 @@ def train_step(model, tokenizer, optimizer, mix, cfg: LMConfig, step: int, devic
     for group in optimizer.param_groups:
         group["lr"] = lr
     with autocast_context(cfg.autocast, device):
-        loss = model(**inputs).loss
+        loss = model(**inputs, use_cache=False).loss  # no KV cache in training
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
     optimizer.step()
-    tokens = int(inputs["attention_mask"].sum())
+    tokens = int(inputs["attention_mask"].sum())  # reading it waits for the GPU: `seconds` is the whole step
     seconds = time.perf_counter() - started
     return {
         "step": step + 1,
@@ -231,4 +279,6 @@ def train_step(model, tokenizer, optimizer, mix, cfg: LMConfig, step: int, devic
         "grad_norm": round(float(grad_norm), 4),
         "tokens": tokens,
         "tokens_per_s": round(tokens / seconds, 1),
+        **(meter.training(tokens, seconds) if meter else {}),
+        **peak_memory_gib(device),
     }

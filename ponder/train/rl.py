@@ -10,10 +10,15 @@
 
 What is kept and dropped. The sampler's log-probs are the "old" policy (the engine runs the same
 weights in fp32, so no extra forward pass is spent recomputing them); with one epoch and one
-minibatch the update is exactly on-policy and the clip is inactive, as in TRL's default. Tokens
-the model did not write (prompt, forced tokens, tool responses, padding) are masked out of every loss. KL to a
-frozen reference is optional (`kl_coef`, k1 or k3). PPO shares the policy's backbone for its value
-head rather than training a second model: at tiny sizes a second model doubles the cost for little.
+minibatch the update is exactly on-policy and the clip is inactive, as in TRL's default. Rollouts
+from another engine (Ray rollout workers) are off-policy by a little (other kernels, maybe an older
+policy version): then the trainer computes its own log-probs of the batch once, uses them as the
+"old" policy, and weights each token by min(trainer / sampler, `tis_cap`) (truncated importance
+sampling, `importance_correction`), logging the mismatch (mismatch_kl, mismatch_max, tis_truncated,
+policy_lag). Tokens the model did not write (prompt, forced tokens, tool responses, padding) are
+masked out of every loss. KL to a frozen reference is optional (`kl_coef`, k1 or k3). PPO shares the
+policy's backbone for its value head rather than training a second model: at tiny sizes a second
+model doubles the cost for little.
 
 Tools (`tools`, e.g. "calculator,search"): rollouts may call them inside their thinking; the engine
 pauses at "</tool_call>", runs the call (`tool_fault_rate` of calls fail or time out on purpose) and
@@ -49,7 +54,8 @@ from ponder.rl.rewards import RewardTerm, parse_reward, score
 from ponder.rlhf.overopt import GoldEarlyStop, best_of_n_curve, heldout_measure
 from ponder.rlhf.reward_model import load_reward_models, mean_scorer
 from ponder.tasks.mix import DEFAULT_MIX, TaskMix
-from ponder.train.lm import autocast_context, resolve_device
+from ponder.train.flops import FlopMeter, peak_memory_gib
+from ponder.train.lm import autocast_context, enable_gradient_checkpointing, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +139,26 @@ class RLConfig:
         default=0, metadata={"help": "Ray actors that generate the rollouts (0 = the trainer's own engine)"}
     )
     ray_address: str = field(default="", metadata={"help": "Ray cluster to join ('' = start a local one)"})
+    rollout_backend: str = field(
+        default="ponder",
+        metadata={"help": "what samples the rollouts: ponder (its engine) or vllm (pip install 'ponder[vllm]', a GPU)"},
+    )
+    importance_correction: str = field(
+        default="auto",
+        metadata={
+            "help": "truncated importance sampling against the sampler's log-probs: on, off, or auto "
+            "(on exactly when another engine samples, i.e. with rollout workers)"
+        },
+    )
+    tis_cap: float = field(default=2.0, metadata={"help": "cap of the truncated importance weights (>= 1)"})
     autocast: str = field(default="auto", metadata={"help": "auto (bf16 on GPU), bf16 or off"})
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "recompute each layer in the backward pass: less memory, ~1/3 more compute"}
+    )
+    peak_tflops: float = field(
+        default=0.0, metadata={"help": "device peak for MFU in TFLOP/s; 0 = the GPU's bf16 peak by name (none on CPU)"}
+    )
 
     def __post_init__(self):
         if self.algorithm not in ALGORITHMS:
@@ -171,6 +195,23 @@ class RLConfig:
             raise PonderError(
                 f"prompts_per_step ({self.prompts_per_step}) must be a multiple of minibatches ({self.minibatches})"
             )
+        if self.importance_correction not in ("auto", "on", "off"):
+            raise PonderError(
+                f"importance_correction must be one of ['auto', 'on', 'off'], got {self.importance_correction!r}"
+            )
+        if self.peak_tflops < 0:
+            raise PonderError(f"peak_tflops must be >= 0 (0 = look the GPU up), got {self.peak_tflops!r}")
+        if not self.tis_cap >= 1:  # on-policy weights are 1: a cap below would shrink every token's term
+            raise PonderError(f"tis_cap must be >= 1 (verl's default is 2.0), got {self.tis_cap!r}")
+        self._check_rollout_backend()
+
+    def _check_rollout_backend(self) -> None:
+        if self.rollout_backend not in ("ponder", "vllm"):
+            raise PonderError(f"rollout_backend must be one of ['ponder', 'vllm'], got {self.rollout_backend!r}")
+        if self.rollout_backend == "vllm" and self.rollout_workers > 0:
+            raise PonderError("--rollout-backend vllm samples in this process: drop --rollout-workers (Ray)")
+        if self.rollout_backend == "vllm" and self.tools.strip():
+            raise PonderError("--tools need --rollout-backend ponder: vLLM cannot pause a rollout for a tool")
 
     @property
     def reward_terms(self) -> tuple[RewardTerm, ...]:
@@ -183,6 +224,14 @@ class RLConfig:
     @property
     def spec(self) -> dict:
         return ALGORITHMS[self.algorithm]
+
+    @property
+    def corrects_importance(self) -> bool:
+        """Whether the loss reweights by trainer / sampler probabilities: on, or auto with another engine
+        sampling (rollout workers or vLLM: their kernels, and possibly an older policy version)."""
+        if self.importance_correction == "auto":
+            return self.rollout_workers > 0 or self.rollout_backend == "vllm"
+        return self.importance_correction == "on"
 
 
 class ValueHead(torch.nn.Module):
@@ -205,6 +254,10 @@ class RLRun:
     """State of one run: policy, optional reference and value head, optimizer, counters."""
 
     def __init__(self, cfg: RLConfig, resume: bool):
+        if cfg.rollout_backend == "vllm":  # a missing vLLM or GPU fails before the run directory is made
+            from ponder.engine.vllm_backend import require_vllm
+
+            require_vllm()
         self.cfg, self.device = cfg, resolve_device(cfg.device)
         self.run_dir = Path(cfg.out)
         self.mix = TaskMix(cfg.tasks)
@@ -232,6 +285,9 @@ class RLRun:
 
             start = models.load(cfg.init or base_model_path(), device=self.device)[0] if resume else self.model
             self.reference = copy.deepcopy(start).eval().requires_grad_(False)
+        if cfg.gradient_checkpointing:  # after the reference copy: a frozen model has no backward to save for
+            enable_gradient_checkpointing(self.model)
+        self.meter = FlopMeter.of(self.model, self.device, cfg.peak_tflops)
         params = list(self.model.parameters()) + (list(self.value_head.parameters()) if self.value_head else [])
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
         if resume:
@@ -336,7 +392,13 @@ def train_rl(cfg: RLConfig, resume: bool = False, on_step: Callable[[dict], None
 
 def rollout_sampler(cfg: RLConfig, model, tokenizer):
     """Ray rollout workers when asked for (`ponder.cluster.rollouts`), else None: the trainer's engine.
-    The trainer itself is never restarted by Ray: it fails fast, and `--resume` continues."""
+    The trainer itself is never restarted by Ray: it fails fast, and `--resume` continues. With
+    `rollout_backend="vllm"`: vLLM on this GPU, following the trainer's weights (`VLLMSampler`)."""
+    if cfg.rollout_backend == "vllm":
+        from ponder.engine.vllm_backend import VLLMSampler, require_vllm
+
+        require_vllm()
+        return VLLMSampler.from_model(model, tokenizer)
     if cfg.rollout_workers < 1:
         return None
     from ponder.cluster.rollouts import RolloutPool
@@ -384,10 +446,11 @@ def rl_step(run: RLRun, step: int) -> dict:
         keep = torch.ones_like(keep)
     # 4-5) advantages and updates
     t1 = time.perf_counter()
-    update = {"skipped": True}
+    update, trained_tokens = {"skipped": True}, 0
     void = torch.tensor([void_turn(r) for r in rollouts], dtype=torch.bool)
     if keep.any() and not (cfg.drop_void_turns and void[keep].all()):
         batch = RolloutBatch.build([r for r, k in zip(rollouts, keep.tolist(), strict=True) if k], run.device)
+        trained_tokens = int(batch.attention_mask.sum())
         if cfg.drop_void_turns:  # out of the loss, still in their group's baseline
             batch.mask[void[keep].to(run.device)] = 0
         update = policy_update(run, batch, scored.rewards[keep].to(run.device), step)
@@ -414,8 +477,41 @@ def rl_step(run: RLRun, step: int) -> dict:
         "tokens_per_s": round(new_tokens / (gen_s + train_s), 1),
         "gen_s": round(gen_s, 3),
         "train_s": round(train_s, 3),
-        **({"policy_version": max(r.policy_version for r in rollouts)} if run.sampler is not run.engine else {}),
+        **sampler_metrics(run, rollouts),
+        **throughput_metrics(run, groups, new_tokens, gen_s, trained_tokens, train_s),
     }
+
+
+def sampler_metrics(run: RLRun, rollouts) -> dict:
+    """With another sampler: the newest policy version sampled and, where it times its weight push
+    (Ray workers), the push's seconds (part of gen_s). With the importance correction on: the policy
+    lag, the trainer's version minus the oldest sample's (0 when every sample came from the current
+    weights, as the trainer's own engine's always do)."""
+    if run.sampler is run.engine:
+        return {"policy_lag": 0} if run.cfg.corrects_importance else {}
+    versions = [r.policy_version for r in rollouts]
+    metrics = {"policy_version": max(versions)}
+    if hasattr(run.sampler, "last_push_s"):
+        metrics["push_s"] = round(run.sampler.last_push_s, 3)
+    if run.cfg.corrects_importance:
+        metrics["policy_lag"] = run.sampler.version - min(versions)
+    return metrics
+
+
+def throughput_metrics(run: RLRun, groups, new_tokens: int, gen_s: float, trained_tokens: int, train_s: float) -> dict:
+    """The tokens the update trained on (prompts included), the MFU of the step's generation (each
+    prompt prefilled once per group, then every new token), of its update and of both
+    (`flops.FlopMeter.rl`; none where no peak is known), and on a GPU its peak memory.
+
+    The update's forward-equivalents per trained token: forward and backward (3) per epoch, and one
+    no-grad forward each for the reference and for the trainer's own pass before the update (PPO's
+    old values, the importance correction). Checkpointing's recompute is not model FLOPs: not counted."""
+    gen_tokens = new_tokens + sum(len(g[0].prompt_ids) for g in groups if g)
+    cfg = run.cfg
+    before = run.value_head is not None or cfg.corrects_importance
+    passes = 3 * cfg.epochs + (run.reference is not None) + before
+    mfu = run.meter.rl(gen_tokens, gen_s, trained_tokens, passes, train_s)
+    return {"trained_tokens": trained_tokens} | mfu | peak_memory_gib(run.device)
 
 
 def void_turn(rollout) -> bool:
@@ -471,22 +567,43 @@ def policy_update(run: RLRun, batch: RolloutBatch, rewards: torch.Tensor, step: 
     lr = learning_rate(cfg, step)
     for group in run.optimizer.param_groups:
         group["lr"] = lr
-    if run.reference is not None:
-        with torch.no_grad():
+    if run.reference is not None:  # under the update's autocast, so the KL compares like with like
+        with torch.no_grad(), autocast_context(cfg.autocast, run.device):
             batch.ref_logprobs = token_logprobs(run.reference, batch, cfg.temperature).logprobs
+    # one no-grad pass of the trainer over the batch serves both the value head and the correction
+    before = trainer_pass(run, batch) if run.value_head is not None or cfg.corrects_importance else None
     if run.value_head is not None:
         with torch.no_grad():
-            old_values = run.value_head(token_logprobs(run.model, batch, cfg.temperature).hidden)
+            old_values = run.value_head(before.hidden)
         per_token = alg.place_on_last_token(rewards, batch.mask)
         batch.advantages, batch.returns = alg.gae(per_token, old_values, batch.mask, 1.0, cfg.gae_lambda)
         batch.old_values = old_values
+    mismatch = correct_importance(run, batch, before.logprobs) if cfg.corrects_importance else {}
     advantages = advantages_for(run, batch, rewards)
     stats: dict[str, list[float]] = {}
     for _ in range(cfg.epochs):
         for rows in batch.minibatches(cfg.minibatches):
             for k, v in minibatch_update(run, batch, advantages, rows).items():
                 stats.setdefault(k, []).append(v)
-    return {k: round(sum(v) / len(v), 5) for k, v in stats.items()} | {"lr": lr}
+    return {k: round(sum(v) / len(v), 5) for k, v in stats.items()} | mismatch | {"lr": lr}
+
+
+def trainer_pass(run: RLRun, batch: RolloutBatch):
+    """The trainer's log-probs (and hidden states) of the batch before any update, computed as the
+    update computes them (same autocast), so an on-policy ratio starts at exactly 1."""
+    with torch.no_grad(), autocast_context(run.cfg.autocast, run.device):
+        return token_logprobs(run.model, batch, run.cfg.temperature)
+
+
+def correct_importance(run: RLRun, batch: RolloutBatch, trainer_logprobs: torch.Tensor) -> dict:
+    """Truncated importance sampling for rollouts another engine sampled: the trainer's own log-probs
+    become the PPO "old" policy (the clip then measures the update alone, not the engines' mismatch)
+    and each token's term is weighted by min(trainer / sampler, tis_cap). Returns the mismatch stats."""
+    batch.is_weights, stats = alg.truncated_importance_weights(
+        trainer_logprobs, batch.old_logprobs, batch.mask, run.cfg.tis_cap
+    )
+    batch.old_logprobs = trainer_logprobs.detach().float()
+    return {name: float(value) for name, value in stats.items()}
 
 
 def minibatch_update(run: RLRun, batch: RolloutBatch, advantages: torch.Tensor, rows: torch.Tensor) -> dict:
@@ -506,6 +623,7 @@ def minibatch_update(run: RLRun, batch: RolloutBatch, advantages: torch.Tensor, 
         ref_logprobs=mb.ref_logprobs,
         kl_coef=cfg.kl_coef,
         kl_kind=cfg.kl_estimator,
+        is_weights=mb.is_weights,
     )
     if run.value_head is not None:
         v_loss, v_stats = alg.value_loss(run.value_head(out.hidden), mb.old_values, mb.returns, mb.mask)
