@@ -226,3 +226,29 @@ def test_n_samples_of_one_prompt_share_one_prefill(engine, monkeypatch):
     assert prefilled == [1]  # one row prefilled for the four requests
     reference = engine.generate([p], GREEDY)[0][0].token_ids
     assert all(done[i].token_ids == reference for i in ids)
+
+
+def test_rows_of_very_different_lengths_attend_in_two_passes_with_the_same_logits(engine):
+    """Most rows short and one long: short rows read keys up to a cut, the long row its own length
+    again (`runner._long_rows`); the logits equal one pass over the longest length."""
+    from ponder.engine import runner as runner_module
+
+    short = [engine.encode(p) for p in prompts()] * 4
+    long = short[0] * 6  # a prompt several times longer than the others
+    pool = engine.runner.new_pool()
+    pool.allocate(len(short) + 1, len(long) + 8)
+    chunks = [*short, long]
+    slots = list(range(len(chunks)))
+    engine.runner.prefill(pool, slots, chunks, [0] * len(chunks))
+    positions = [len(c) for c in chunks]
+    lengths = torch.tensor(positions) + 1
+    split = runner_module._long_rows(lengths, max(positions) + 1)
+    assert split is not None and split[1].tolist() == [len(chunks) - 1]  # the long row reads twice
+    two_pass = engine.runner.decode(pool, slots, [5] * len(chunks), positions)
+    original = runner_module._long_rows
+    runner_module._long_rows = lambda lengths, end: None
+    try:
+        one_pass = engine.runner.decode(pool, slots, [5] * len(chunks), positions)
+    finally:
+        runner_module._long_rows = original
+    torch.testing.assert_close(two_pass, one_pass, rtol=1e-5, atol=1e-5)

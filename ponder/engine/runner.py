@@ -23,6 +23,7 @@ RoPE scaling type the checkpoint declares is honoured.
 
 from __future__ import annotations
 
+import bisect
 from typing import NamedTuple
 
 import torch
@@ -202,18 +203,21 @@ class LlamaRunner:
             )
         pool.bias[rows, position_t] = 0.0
         mask = (pool.bias[rows] if sparse else pool.bias[:hi])[:, None, None, :end]  # additive: 0 or -inf
-        x = self._run(pool, token_t[:, None], position_t[:, None], rows, end, mask, views=not sparse)
+        lengths = torch.where(position_t >= pool.capacity, 1, position_t + 1)  # a free row sees slot 0 only
+        split = None if sparse else _long_rows(lengths, end)
+        x = self._run(pool, token_t[:, None], position_t[:, None], rows, end, mask, views=not sparse, split=split)
         logits = self._logits(x[:, 0])
         return logits if sparse or in_order else logits.index_select(0, index)
 
-    def _run(self, pool: KVPool, tokens, writes, rows, end, mask, views: bool = False) -> torch.Tensor:
+    def _run(self, pool: KVPool, tokens, writes, rows, end, mask, views: bool = False, split=None) -> torch.Tensor:
         """The layers over `tokens` (B, T), each written to `writes` (B, T) of its row in `rows`.
-        `views`: rows are exactly [0, B), so decode reads the pool through views, not a gather."""
+        `views`: rows are exactly [0, B), so decode reads the pool through views, not a gather.
+        `split` (decode): (cut, long rows): see `_long_rows`."""
         x = self.core.embed_tokens(tokens)  # (B, T, H)
         # RoPE as x * cos + roll(x) * sin_signed: the half-rotation's sign lives in the table
         cos, sin = pool.cos[writes].unsqueeze(2), pool.sin_signed[writes].unsqueeze(2)  # (B, T, 1, hd)
         for w, k_pool, v_pool in zip(self.layers, pool.k, pool.v, strict=True):
-            x += self._attention(w, x, cos, sin, k_pool, v_pool, writes, rows, end, mask, views)
+            x += self._attention(w, x, cos, sin, k_pool, v_pool, writes, rows, end, mask, views, split)
             gate, up = F.linear(_rms_norm(w.ln2, x), w.gate_up).chunk(2, dim=-1)
             x += F.linear(F.silu(gate, inplace=True).mul_(up), w.down)
         return x
@@ -221,7 +225,7 @@ class LlamaRunner:
     def _logits(self, last: torch.Tensor) -> torch.Tensor:
         return self.hf.lm_head(_rms_norm(self.core.norm, last)).float()  # (B, vocab)
 
-    def _attention(self, w: _Layer, x, cos, sin, k_pool, v_pool, writes, rows, end, mask, views: bool):
+    def _attention(self, w: _Layer, x, cos, sin, k_pool, v_pool, writes, rows, end, mask, views: bool, split=None):
         B, T, _ = x.shape
         H, KV, D = self.heads, self.kv_heads, self.head_dim
         qkv = F.linear(_rms_norm(w.ln1, x), w.qkv, w.qkv_bias).view(B, T, H + 2 * KV, D)
@@ -234,10 +238,12 @@ class LlamaRunner:
         k_pool[grid, :, writes] = k  # each token's key into its row, at its position
         v_pool[grid, :, writes] = v
         if T == 1:  # decode: rows [0, B) of the pool as views (no copy), or the running rows gathered
-            keys, values = (
-                (k_pool[:B, :, :end], v_pool[:B, :, :end]) if views else (k_pool[rows, :, :end], v_pool[rows, :, :end])
-            )
-            out = self._attend_one(q, keys, values, mask, w.scale)
+            if split is not None:
+                out = self._attend_split(q, k_pool, v_pool, mask, w.scale, end, *split)
+            elif views:
+                out = self._attend_one(q, k_pool[:B, :, :end], v_pool[:B, :, :end], mask, w.scale)
+            else:
+                out = self._attend_one(q, k_pool[rows, :, :end], v_pool[rows, :, :end], mask, w.scale)
             return F.linear(out.view(B, 1, H * D), w.o, w.o_bias)
         keys, values = k_pool[rows, :, :end], v_pool[rows, :, :end]  # prefill: gather the rows once
         gqa = KV != H
@@ -245,6 +251,15 @@ class LlamaRunner:
             q.transpose(1, 2), keys, values, attn_mask=mask, scale=w.scale, enable_gqa=gqa
         )
         return F.linear(out.transpose(1, 2).reshape(B, T, H * D), w.o, w.o_bias)
+
+    def _attend_split(self, q, k_pool, v_pool, mask, scale: float, end: int, cut: int, long: torch.Tensor):
+        """Rows [0, B) where a few run much longer than the rest: every row attends over keys
+        [0, cut) (views), then the long rows again over [0, end) (gathered), their result replacing
+        the first. The short rows' keys past `cut` are all masked, so nothing is lost."""
+        B = q.shape[0]
+        out = self._attend_one(q, k_pool[:B, :, :cut], v_pool[:B, :, :cut], mask[..., :cut], scale)
+        out[long] = self._attend_one(q[long], k_pool[long, :, :end], v_pool[long, :, :end], mask[long], scale)
+        return out
 
     def _attend_one(self, q, k, v, mask, scale: float):
         # one query per row: two small matmuls beat the CPU flash kernel's set-up cost.
@@ -255,6 +270,25 @@ class LlamaRunner:
             scores.mul_(scale)
         scores = scores.add_(mask).softmax(-1)
         return scores @ v  # (B, kv, group, D)
+
+
+def _long_rows(lengths: torch.Tensor, end: int) -> tuple[int, torch.Tensor] | None:
+    """Where a running batch's rows differ much in length (a server's requests: most short, a few
+    long), attending every row over the longest one's keys wastes most of the reads. Returns the cut
+    that minimises the keys read when all rows read [0, cut) and the rows longer than it read
+    [0, end) once more (gathered: counted twice), and those rows; None when one pass is cheapest."""
+    ordered = lengths.sort().values.tolist()
+    rows = len(ordered)
+    one_pass = best_cost = rows * end
+    best = None
+    for cut in sorted(set(ordered)):
+        longer = rows - bisect.bisect_right(ordered, cut)  # rows strictly longer than cut
+        cost = rows * cut + 2 * longer * end
+        if longer and cost < best_cost:
+            best_cost, best = cost, cut
+    if best is None or best_cost > 0.8 * one_pass:  # not worth a second pass
+        return None
+    return best, (lengths > best).nonzero().squeeze(1)
 
 
 def _weight(linear) -> torch.Tensor:
