@@ -8,8 +8,9 @@ completion of one held-out task problem at a fixed `reasoning_effort` (greedy by
 sides generate the same tokens: the script counts any answer that differs). After a warm-up, every
 run sends the N requests one after another from one client, then the same N from `--concurrency`
 clients at once, which the server decodes together in its running batch. Prints per run: requests/s,
-completion tokens/s, p50 / p95 latency, and concurrent over sequential throughput; then the median
-ratio and its spread (min-max over the runs).
+completion tokens/s, p50 / p95 latency, the server process's CPU time per request and the cores it
+kept busy (from /proc, on Linux), and concurrent over sequential throughput; then the median ratio
+and its spread (min-max over the runs).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import openai
 
@@ -38,6 +40,7 @@ class Pass:
     latencies: list[float]
     tokens: int
     answers: list[str]
+    server_cpu_s: float | None = None  # CPU time the server process spent during the pass
 
     @property
     def requests_per_s(self) -> float:
@@ -91,7 +94,7 @@ async def ask(client, model: str, question: str, effort: str) -> tuple[float, in
     return time.perf_counter() - start, reply.usage.completion_tokens, reply.choices[0].message.content or ""
 
 
-async def one_pass(client, model: str, items: list[str], effort: str, concurrency: int) -> Pass:
+async def one_pass(client, model: str, items: list[str], effort: str, concurrency: int, server_pid: int = 0) -> Pass:
     """All `items`, `concurrency` requests in flight at a time (1: one after another)."""
     results: list = [None] * len(items)
     queue: asyncio.Queue = asyncio.Queue()
@@ -103,28 +106,44 @@ async def one_pass(client, model: str, items: list[str], effort: str, concurrenc
             i = queue.get_nowait()
             results[i] = await ask(client, model, items[i], effort)
 
+    cpu_before = process_cpu_s(server_pid) if server_pid else None
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     seconds = time.perf_counter() - start
-    return Pass(seconds, [r[0] for r in results], sum(r[1] for r in results), [r[2] for r in results])
+    cpu_after = process_cpu_s(server_pid) if cpu_before is not None else None
+    server_cpu = cpu_after - cpu_before if cpu_after is not None else None
+    return Pass(seconds, [r[0] for r in results], sum(r[1] for r in results), [r[2] for r in results], server_cpu)
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (Linux /proc); None where there is no /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 def row(name: str, p: Pass) -> str:
-    return (
+    line = (
         f"  {name:<13} {p.requests_per_s:7.2f} req/s {p.tokens_per_s:9.1f} tok/s   "
         f"p50 {p.latency(0.5) * 1000:7.0f} ms   p95 {p.latency(0.95) * 1000:7.0f} ms"
     )
+    if p.server_cpu_s is not None:
+        per_request = p.server_cpu_s / len(p.latencies) * 1000
+        line += f"   server CPU {per_request:5.1f} ms/req ({p.server_cpu_s / p.seconds:.2f} cores)"
+    return line
 
 
-async def bench(args, url: str) -> list[float]:
+async def bench(args, url: str, server_pid: int) -> list[float]:
     client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="-", max_retries=0, timeout=600)
     model = (await client.models.list()).data[0].id
     items = questions(args.requests)
     await one_pass(client, model, items[: args.concurrency], args.effort, args.concurrency)  # warm-up
     ratios = []
     for run in range(1, args.runs + 1):
-        alone = await one_pass(client, model, items, args.effort, 1)
-        together = await one_pass(client, model, items, args.effort, args.concurrency)
+        alone = await one_pass(client, model, items, args.effort, 1, server_pid)
+        together = await one_pass(client, model, items, args.effort, args.concurrency, server_pid)
         ratios.append(together.tokens_per_s / alone.tokens_per_s)
         differ = sum(a != b for a, b in zip(alone.answers, together.answers, strict=True))
         print(f"run {run}: {len(items)} requests, reasoning_effort {args.effort}")
@@ -152,7 +171,7 @@ def main() -> None:
         process, url = start_server(args.model or fresh_model(args.preset, workdir), workdir)
         try:
             print(f"ponder serve at {url} (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})")
-            ratios = asyncio.run(bench(args, url))
+            ratios = asyncio.run(bench(args, url, process.pid))
         finally:
             process.terminate()
             process.wait(timeout=60)
