@@ -30,12 +30,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ponder.engine import Rollout
 from ponder.errors import PonderError
-from ponder.format import render_prompt
 from ponder.rlhf.preferences import PreferencePair, load_pairs, split_pairs
 from ponder.rlhf.scalar import ScalarModel, as_completion, fit, scored_text
-from ponder.tasks import Problem
 
 META_FILE = "reward_model.json"
 STRATA = ("chosen shorter", "same length", "chosen longer")
@@ -90,18 +87,6 @@ class RewardModel(ScalarModel):
     def score_texts(self, texts: Sequence[str], batch_size: int = 64) -> list[float]:
         """Normalised rewards of prompt + completion texts (the server's ranker interface)."""
         return [(r - self.mean) / self.std for r in self.raw_scores(texts, batch_size)]
-
-    def score(self, problems: Sequence[Problem], groups: Sequence[Sequence[Rollout]]) -> list[list[float]]:
-        """Normalised rewards of rollouts, grouped as given (a best-of-n `Ranker`, the RL reward)."""
-        texts = [render_prompt(p.prompt) + r.text for p, g in zip(problems, groups, strict=True) for r in g]
-        flat = self.score_texts(texts)
-        out, i = [], 0
-        for g in groups:
-            out.append(flat[i : i + len(g)])
-            i += len(g)
-        return out
-
-    __call__ = score
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -22,9 +22,11 @@ from pathlib import Path
 
 import torch
 
+from ponder.engine import Rollout
 from ponder.errors import PonderError
 from ponder.format import THINK_CLOSE, render_prompt
 from ponder.io import atomic_dir
+from ponder.tasks import Problem
 
 # loss(logits of the batch's texts, the texts' indices) -> (loss, extra numbers to log)
 LossFn = Callable[[torch.Tensor, list[int]], tuple[torch.Tensor, dict[str, float]]]
@@ -119,6 +121,27 @@ class ScalarModel:
         for i in range(0, len(texts), batch_size):
             out += self.logits(texts[i : i + batch_size]).float().tolist()
         return out
+
+    def score_texts(self, texts: Sequence[str], batch_size: int = 64) -> list[float]:
+        """What a score means is the subclass's: a probability (verifier), a normalised reward."""
+        raise NotImplementedError
+
+    def score(self, problems: Sequence[Problem], groups: Sequence[Sequence[Rollout]]) -> list[list[float]]:
+        """Scores of rollouts, grouped as given (a best-of-n `Ranker`, an RL reward)."""
+        texts = [rollout_text(p, r) for p, g in zip(problems, groups, strict=True) for r in g]
+        flat = self.score_texts(texts)
+        out, i = [], 0
+        for g in groups:
+            out.append(flat[i : i + len(g)])
+            i += len(g)
+        return out
+
+    __call__ = score
+
+
+def rollout_text(problem: Problem, rollout: Rollout) -> str:
+    """What a scalar head reads for a rollout: the rendered prompt, then the completion as written."""
+    return render_prompt(problem.prompt) + rollout.text
 
 
 # ---------------------------------------------------------------------------------------------------

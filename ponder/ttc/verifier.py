@@ -29,11 +29,10 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ponder.engine import Engine, Rollout, SamplingParams
+from ponder.engine import Engine, SamplingParams
 from ponder.errors import PonderError
 from ponder.evals import score_rollout
-from ponder.format import render_prompt
-from ponder.rlhf.scalar import ScalarModel
+from ponder.rlhf.scalar import ScalarModel, rollout_text
 from ponder.rlhf.scalar import fit as fit_scalar
 from ponder.tasks import Problem
 from ponder.tasks.mix import DEFAULT_MIX, TaskMix
@@ -77,21 +76,6 @@ class Verifier(ScalarModel):
     def score_texts(self, texts: Sequence[str], batch_size: int = 64) -> list[float]:
         return torch.sigmoid(torch.tensor(self.raw_scores(texts, batch_size))).tolist()
 
-    def score(self, problems: Sequence[Problem], groups: Sequence[Sequence[Rollout]]) -> list[list[float]]:
-        texts = [_text(p, r) for p, g in zip(problems, groups, strict=True) for r in g]
-        flat = self.score_texts(texts)
-        out, i = [], 0
-        for g in groups:
-            out.append(flat[i : i + len(g)])
-            i += len(g)
-        return out
-
-    __call__ = score
-
-
-def _text(problem: Problem, rollout: Rollout) -> str:
-    return render_prompt(problem.prompt) + rollout.text
-
 
 # ---------------------------------------------------------------------------------------------------
 # training
@@ -103,7 +87,7 @@ def label_rollouts(engine, problems: Sequence[Problem], params: SamplingParams, 
     texts, labels, owner = [], [], []
     for i, (p, g) in enumerate(zip(problems, groups, strict=True)):
         for r in g:
-            texts.append(_text(p, r))
+            texts.append(rollout_text(p, r))
             labels.append(float(score_rollout(p, r) > 0.5))
             owner.append(i)
     return texts, labels, owner
