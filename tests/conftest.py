@@ -86,3 +86,29 @@ def biased_model(model, token_id: int, bias: float = 100.0):
     logit_bias[token_id] = bias
     biased.lm_head = BiasedHead(biased.lm_head, logit_bias)
     return biased.eval()
+
+
+@pytest.fixture
+def learning_rl_config(tmp_path):
+    """The small GRPO setup whose sampled accuracy on one batch rises within 6 repeated steps, from
+    the shipped base: the learning tests of one process (test_rl.py) and of Ray workers
+    (test_cluster.py) run the same one. Keyword arguments change fields."""
+    from ponder.assets import base_model_path
+    from ponder.train.rl import RLConfig
+
+    def make(**overrides) -> RLConfig:
+        return RLConfig(
+            out=str(tmp_path / "run"),
+            init=str(base_model_path()),
+            tasks="arithmetic:2,countdown:2",
+            prompts_per_step=8,
+            group_size=8,
+            max_tokens=96,
+            lr=5e-4,
+            warmup=1,
+            eval_per_task=2,
+            seed=3,
+            **overrides,
+        )
+
+    return make

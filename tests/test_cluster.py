@@ -69,26 +69,13 @@ def test_a_killed_worker_is_replaced_and_its_shard_drawn_again(ray_local, traine
         pool.close()
 
 
-def test_rl_with_two_rollout_workers_survives_a_killed_worker_and_learns(ray_local, tmp_path):
+def test_rl_with_two_rollout_workers_survives_a_killed_worker_and_learns(ray_local, learning_rl_config):
     """As tests/test_rl.py's learning test, with generation on two Ray workers, one killed mid-run:
     the run goes on, the replacement samples from the trainer's current weights, and repeated GRPO
     updates raise the sampled accuracy as they do in one process."""
-    from ponder.assets import base_model_path
-    from ponder.train.rl import RLConfig, RLRun, rl_step
+    from ponder.train.rl import RLRun, rl_step
 
-    cfg = RLConfig(
-        out=str(tmp_path / "run"),
-        init=str(base_model_path()),
-        tasks="arithmetic:2,countdown:2",
-        prompts_per_step=8,
-        group_size=8,
-        max_tokens=96,
-        lr=5e-4,
-        warmup=1,
-        eval_per_task=2,
-        seed=3,
-        rollout_workers=2,
-    )
+    cfg = learning_rl_config(rollout_workers=2)
     run = RLRun(cfg, resume=False)
     try:
         steps = []

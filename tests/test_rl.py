@@ -131,24 +131,10 @@ def test_nan_losses_skip_the_update_then_stop_the_run_clearly(trained_run, tmp_p
         rl_step(run, 2)
 
 
-def test_rl_raises_reward_on_the_problems_it_trains_on(tmp_path):
+def test_rl_raises_reward_on_the_problems_it_trains_on(learning_rl_config):
     """Learning signal end to end, from the shipped base: repeated GRPO updates on one batch of
     problems raise the sampled accuracy on that batch (held-out gains are the RL benchmark's job)."""
-    from ponder.assets import base_model_path
-
-    cfg = RLConfig(
-        out=str(tmp_path / "run"),
-        init=str(base_model_path()),
-        tasks="arithmetic:2,countdown:2",
-        prompts_per_step=8,
-        group_size=8,
-        max_tokens=96,
-        lr=5e-4,
-        warmup=1,
-        eval_per_task=2,
-        seed=3,
-    )
-    run = RLRun(cfg, resume=False)
+    run = RLRun(learning_rl_config(), resume=False)
     accuracies = [rl_step(run, 0)["accuracy"] for _ in range(6)]  # step 0 again: the same problems
     assert sum(accuracies[-2:]) / 2 > accuracies[0] + 0.2, accuracies
 
