@@ -21,12 +21,12 @@ cross; the check exists for user JSONL corpora, reasoning-gym data and mistakes 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ponder.errors import PonderError
+from ponder.io import jsonl_objects
 
 PUNCT = ".,;:!?\"'()[]{}"
 
@@ -136,20 +136,13 @@ def jsonl_texts(path: str | Path) -> Iterable[str]:
     path = Path(path)
     if not path.is_file():
         raise PonderError(f"training corpus {path} does not exist")
-    with open(path) as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise PonderError(f"{path}:{number} is not valid JSON ({e.msg})")
-            if isinstance(obj, str):
-                yield obj
-                continue
-            parts = [str(obj[k]) for k in ("prompt", "text", "completion") if k in obj]
-            parts += [str(m.get("content", "")) for m in obj.get("messages", []) if isinstance(m, dict)]
-            yield "\n".join(parts)
+    for _, obj in jsonl_objects(path, PonderError):
+        if isinstance(obj, str):
+            yield obj
+            continue
+        parts = [str(obj[k]) for k in ("prompt", "text", "completion") if k in obj]
+        parts += [str(m.get("content", "")) for m in obj.get("messages", []) if isinstance(m, dict)]
+        yield "\n".join(parts)
 
 
 def mix_training_prompts(spec: str, examples: int, seed: int = 0) -> Iterable[str]:

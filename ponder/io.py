@@ -9,6 +9,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -55,6 +56,19 @@ def append_jsonl(path: str | Path, record: dict) -> None:
     """Append one JSON line (a crash can lose at most the line being written)."""
     with open(path, "a") as f:
         f.write(json.dumps(record, default=str) + "\n")
+
+
+def jsonl_objects(path: str | Path, error: type[Exception] = ValueError, hint: str = "") -> Iterator[tuple[int, Any]]:
+    """(line number, value) for each non-blank line of a user's JSONL file, read as it goes; a line
+    that is not JSON raises `error` naming the file, the line and `hint` (what a line must be)."""
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield number, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise error(f"{path}:{number} is not valid JSON ({e.msg}){hint}") from e
 
 
 def read_jsonl_records(path: str | Path) -> list[tuple[str, dict]]:

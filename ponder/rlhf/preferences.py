@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ponder.errors import PonderError
-from ponder.io import atomic_write_text
+from ponder.io import atomic_write_text, jsonl_objects
 from ponder.tasks.base import split_of
 
 log = logging.getLogger(__name__)
@@ -73,13 +73,7 @@ def read_jsonl(path: str | Path) -> list[PreferencePair]:
     if not path.is_file():
         raise PonderError(f"preference file {path} does not exist (one JSON object per line: {', '.join(FIELDS)})")
     pairs = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise PonderError(f"{path}:{n} is not valid JSON ({e})")
+    for n, record in jsonl_objects(path, PonderError):
         missing = [k for k in FIELDS[:3] if not isinstance(record.get(k) if isinstance(record, dict) else None, str)]
         if missing:
             raise PonderError(f"{path}:{n}: missing or non-string field(s) {missing}; each line needs {FIELDS[:3]}")

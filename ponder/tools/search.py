@@ -17,11 +17,11 @@ milliseconds.
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from ponder.errors import PonderError
+from ponder.io import jsonl_objects
 from ponder.tools.base import Observation, Tool, ToolInputError, error
 
 MAX_QUERY_CHARS = 500
@@ -46,13 +46,7 @@ def _heading(text: str, fallback: str) -> str:
 
 def _read_jsonl(path: Path) -> list[Document]:
     docs = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise CorpusError(f"{path}:{number} is not valid JSON ({e.msg}); each line must be one object")
+    for number, row in jsonl_objects(path, CorpusError, "; each line must be one object"):
         if not isinstance(row, dict) or not isinstance(row.get("text"), str):
             raise CorpusError(f'{path}:{number} needs a "text" string (and optionally "id", "title")')
         docs.append(Document(str(row.get("id", number)), str(row.get("title", "")), row["text"]))
