@@ -241,12 +241,12 @@ def test_rows_of_very_different_lengths_attend_in_two_passes_with_the_same_logit
     slots = list(range(len(chunks)))
     engine.runner.prefill(pool, slots, chunks, [0] * len(chunks))
     positions = [len(c) for c in chunks]
-    lengths = torch.tensor(positions) + 1
+    lengths = [position + 1 for position in positions]
     split = runner_module._long_rows(lengths, max(positions) + 1)
     assert split is not None and split[1].tolist() == [len(chunks) - 1]  # the long row reads twice
     two_pass = engine.runner.decode(pool, slots, [5] * len(chunks), positions)
     original = runner_module._long_rows
-    runner_module._long_rows = lambda lengths, end: None
+    runner_module._long_rows = lambda lengths, end, device=None: None
     try:
         one_pass = engine.runner.decode(pool, slots, [5] * len(chunks), positions)
     finally:

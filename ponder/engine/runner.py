@@ -203,8 +203,7 @@ class LlamaRunner:
             )
         pool.bias[rows, position_t] = 0.0
         mask = (pool.bias[rows] if sparse else pool.bias[:hi])[:, None, None, :end]  # additive: 0 or -inf
-        lengths = torch.where(position_t >= pool.capacity, 1, position_t + 1)  # a free row sees slot 0 only
-        split = None if sparse else _long_rows(lengths, end)
+        split = None if sparse else _long_rows(_row_lengths(slots, positions, hi), end, device)
         x = self._run(pool, token_t[:, None], position_t[:, None], rows, end, mask, views=not sparse, split=split)
         logits = self._logits(x[:, 0])
         return logits if sparse or in_order else logits.index_select(0, index)
@@ -272,14 +271,25 @@ class LlamaRunner:
         return scores @ v  # (B, kv, group, D)
 
 
-def _long_rows(lengths: torch.Tensor, end: int) -> tuple[int, torch.Tensor] | None:
+def _row_lengths(slots: list[int], positions: list[int], rows: int) -> list[int]:
+    """The keys each row [0, rows) reads at this step: a running row up to its position, a free one
+    slot 0 only."""
+    lengths = [1] * rows
+    for slot, position in zip(slots, positions, strict=True):
+        lengths[slot] = position + 1
+    return lengths
+
+
+def _long_rows(lengths: list[int], end: int, device=None) -> tuple[int, torch.Tensor] | None:
     """Where a running batch's rows differ much in length (a server's requests: most short, a few
     long), attending every row over the longest one's keys wastes most of the reads. Returns the cut
     that minimises the keys read when all rows read [0, cut) and the rows longer than it read
     [0, end) once more (gathered: counted twice), and those rows; None when one pass is cheapest."""
-    ordered = lengths.sort().values.tolist()
+    ordered = sorted(lengths)
     rows = len(ordered)
     one_pass = best_cost = rows * end
+    if ordered[0] >= 0.8 * one_pass / rows:  # every cost is at least rows x the shortest: no gain
+        return None
     best = None
     for cut in sorted(set(ordered)):
         longer = rows - bisect.bisect_right(ordered, cut)  # rows strictly longer than cut
@@ -288,7 +298,7 @@ def _long_rows(lengths: torch.Tensor, end: int) -> tuple[int, torch.Tensor] | No
             best_cost, best = cost, cut
     if best is None or best_cost > 0.8 * one_pass:  # not worth a second pass
         return None
-    return best, (lengths > best).nonzero().squeeze(1)
+    return best, torch.tensor([row for row, length in enumerate(lengths) if length > best], device=device)
 
 
 def _weight(linear) -> torch.Tensor:
