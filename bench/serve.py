@@ -8,9 +8,11 @@ completion of one held-out task problem at a fixed `reasoning_effort` (greedy by
 sides generate the same tokens: the script counts any answer that differs). After a warm-up, every
 run sends the N requests one after another from one client, then the same N from `--concurrency`
 clients at once, which the server decodes together in its running batch. Prints per run: requests/s,
-completion tokens/s, p50 / p95 latency, the server process's CPU time per request and the cores it
-kept busy (from /proc, on Linux), and concurrent over sequential throughput; then the median ratio
-and its spread (min-max over the runs).
+completion tokens/s, p50 / p95 latency, the server's CPU time per request and the cores it kept busy
+(its HTTP process and its engine process, from /proc, on Linux), and concurrent over sequential
+throughput; then the median ratio and its spread (min-max over the runs). 256 requests a pass by
+default: a concurrent pass then lasts about 2 s on a 2-core machine, long enough for a stable ratio
+(with 64, one pass took under a second and the ratio moved by ±15% between runs).
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ class Pass:
     latencies: list[float]
     tokens: int
     answers: list[str]
-    server_cpu_s: float | None = None  # CPU time the server process spent during the pass
+    server_cpu_s: float | None = None  # CPU time the server's processes spent during the pass
+    engine_cpu_s: float | None = None  # of which its engine process (None: the engine runs in-process)
 
     @property
     def requests_per_s(self) -> float:
@@ -70,9 +73,10 @@ def fresh_model(preset: str | None, workdir: str) -> str | None:
     return str(save(new_model(preset, tokenizer).eval(), tokenizer, f"{workdir}/{preset}"))
 
 
-def start_server(model: str | None, workdir: str) -> tuple[subprocess.Popen, str]:
+def start_server(model: str | None, workdir: str, engine_process: bool = True) -> tuple[subprocess.Popen, str]:
     command = [sys.executable, "-m", "ponder.cli", "serve", "--port", "0", "--feedback-db", f"{workdir}/fb.sqlite"]
     command += ["--model", model] if model else []
+    command += [] if engine_process else ["--engine-process", "false"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -106,13 +110,26 @@ async def one_pass(client, model: str, items: list[str], effort: str, concurrenc
             i = queue.get_nowait()
             results[i] = await ask(client, model, items[i], effort)
 
-    cpu_before = process_cpu_s(server_pid) if server_pid else None
+    engine_pid = child_pid(server_pid) if server_pid else None
+    before = [process_cpu_s(pid) for pid in (server_pid, engine_pid) if pid]
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     seconds = time.perf_counter() - start
-    cpu_after = process_cpu_s(server_pid) if cpu_before is not None else None
-    server_cpu = cpu_after - cpu_before if cpu_after is not None else None
-    return Pass(seconds, [r[0] for r in results], sum(r[1] for r in results), [r[2] for r in results], server_cpu)
+    after = [process_cpu_s(pid) for pid in (server_pid, engine_pid) if pid]
+    spent = [b - a for a, b in zip(before, after, strict=True)] if None not in before + after else []
+    done = Pass(seconds, [r[0] for r in results], sum(r[1] for r in results), [r[2] for r in results])
+    if spent:
+        done.server_cpu_s, done.engine_cpu_s = sum(spent), (spent[1] if len(spent) == 2 else None)
+    return done
+
+
+def child_pid(pid: int) -> int | None:
+    """The server's engine process (its child, Linux /proc); None when it has none."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return None
+    return int(children[0]) if children else None
 
 
 def process_cpu_s(pid: int) -> float | None:
@@ -131,7 +148,10 @@ def row(name: str, p: Pass) -> str:
     )
     if p.server_cpu_s is not None:
         per_request = p.server_cpu_s / len(p.latencies) * 1000
-        line += f"   server CPU {per_request:5.1f} ms/req ({p.server_cpu_s / p.seconds:.2f} cores)"
+        line += f"   server CPU {per_request:5.1f} ms/req ({p.server_cpu_s / p.seconds:.2f} cores"
+        if p.engine_cpu_s is not None:
+            line += f", engine process {p.engine_cpu_s / p.seconds:.2f}"
+        line += ")"
     return line
 
 
@@ -162,15 +182,19 @@ def main() -> None:
         default=None,
         help="serve a freshly initialised model of this size (5m, 25m) with the base's tokenizer",
     )
-    ap.add_argument("--requests", type=int, default=64, help="requests per pass")
+    ap.add_argument("--requests", type=int, default=256, help="requests per pass")
     ap.add_argument("--concurrency", type=int, default=16, help="clients sending at once in the concurrent pass")
     ap.add_argument("--runs", type=int, default=3, help="runs (each: one sequential and one concurrent pass)")
     ap.add_argument("--effort", default="high", help="reasoning_effort of every request")
+    ap.add_argument(
+        "--one-process", action="store_true", help="serve with --engine-process false (decoding in a thread)"
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as workdir:
-        process, url = start_server(args.model or fresh_model(args.preset, workdir), workdir)
+        process, url = start_server(args.model or fresh_model(args.preset, workdir), workdir, not args.one_process)
         try:
-            print(f"ponder serve at {url} (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})")
+            layout = "one process" if args.one_process else "HTTP and engine processes"
+            print(f"ponder serve at {url}, {layout} (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})")
             ratios = asyncio.run(bench(args, url, process.pid))
         finally:
             process.terminate()

@@ -57,6 +57,13 @@ class ServeOptions:
         default="runs/serve/feedback.sqlite", metadata={"help": "SQLite file of returned completions and feedback"}
     )
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
+    engine_process: bool = field(
+        default=True,
+        metadata={
+            "help": "decode in a process of its own, so HTTP and decoding use separate cores "
+            "(false: one process, the decode loop in a thread)"
+        },
+    )
     backend: str = field(
         default="ponder",
         metadata={"help": "generation backend: ponder (its own engine), or vllm (pip install 'ponder[vllm]', a GPU)"},
@@ -138,6 +145,7 @@ def build_state(options: ServeOptions):
     from ponder.assets import base_model_path
     from ponder.engine import Engine
     from ponder.engine.client import AsyncEngineClient
+    from ponder.engine.process import EngineProcess
     from ponder.serve.feedback import FeedbackStore
     from ponder.serve.ranking import load_ranker
     from ponder.serve.serving_common import ServerState
@@ -150,12 +158,14 @@ def build_state(options: ServeOptions):
     if options.backend == "vllm":
         client, config = vllm_client(model_dir, options)
     else:
-        model, tokenizer = models.load(model_dir, device=resolve_device(options.device))
         tools = ToolLoop.of(list(options.tools)) if options.tools else None
-        client = AsyncEngineClient(
-            Engine(model, tokenizer), max_batch=options.max_batch, max_waiting=options.max_waiting, on_tool_call=tools
-        )
-        config = model.config
+        batch = dict(max_batch=options.max_batch, max_waiting=options.max_waiting, on_tool_call=tools)
+        if options.engine_process:
+            client = EngineProcess(model_dir, device=options.device, **batch)
+            config = client.config
+        else:
+            model, tokenizer = models.load(model_dir, device=resolve_device(options.device))
+            client, config = AsyncEngineClient(Engine(model, tokenizer), **batch), model.config
     name = options.served_model_name or ("ponder-base" if options.model is None else model_dir.resolve().name)
     return ServerState(
         client=client,

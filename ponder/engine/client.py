@@ -23,6 +23,7 @@ import queue
 import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from ponder.engine.chat_format import held_back
@@ -97,9 +98,7 @@ class AsyncEngineClient:
         self.streams: dict[str, _Stream] = {}
         self.ids = itertools.count()
         self.queued = 0  # requests sent to the decode thread and not yet admitted
-        # deliveries posted to an event loop and not yet run there: later ones join them (one wake-up)
-        self.posted: dict[asyncio.AbstractEventLoop, list] = {}
-        self.posted_lock = threading.Lock()
+        self.mailbox = LoopMailbox()
         self.closed = False
         self.thread = threading.Thread(target=self._run, name="ponder-engine", daemon=True)
         self.thread.start()
@@ -127,19 +126,9 @@ class AsyncEngineClient:
         self.streams[request_id] = stream
         self.queued += 1
         self._send("add", request_id, self.engine.encode(prompt), params, sample_index)
-        finished = False
-        try:
-            while True:
-                delta = await stream.queue.get()
-                if isinstance(delta, BaseException):
-                    raise delta
-                finished = delta.finish_reason is not None
+        async with aclosing(read_deltas(stream.queue, on_stop=lambda: self._send("abort", request_id))) as deltas:
+            async for delta in deltas:
                 yield delta
-                if finished:
-                    return
-        finally:
-            if not finished:  # the consumer stopped reading: free the slot
-                self._send("abort", request_id)
 
     async def abort(self, request_id: str) -> None:
         self._send("abort", request_id)
@@ -210,7 +199,7 @@ class AsyncEngineClient:
         stream = self.streams.pop(request_id, None)
         if rollout is not None and stream is not None:
             delta = Delta(request_id, finish_reason="abort", rollout=rollout, usage=usage_of(rollout))
-            self._post(stream.loop, [(stream.queue, delta)])
+            self.mailbox.post(stream.loop, [(stream.queue, delta)])
 
     def _publish(self, events) -> None:
         """Send every streaming request what it gained this step, one wake-up per event loop per
@@ -231,25 +220,7 @@ class AsyncEngineClient:
             if event is not None and event.kind == "paused":
                 self._call_tool(request_id, event.rollout)
         for loop, items in outbox.items():
-            self._post(loop, items)
-
-    def _post(self, loop: asyncio.AbstractEventLoop, items: list) -> None:
-        """Hand (queue, item) pairs to `loop`. A wake-up costs a self-pipe write; when the loop has
-        not yet run the last one posted (it is busy), the items join that delivery instead."""
-        with self.posted_lock:
-            waiting = self.posted.get(loop)
-            if waiting is not None:
-                waiting.extend(items)
-                return
-            self.posted[loop] = list(items)
-        loop.call_soon_threadsafe(self._deliver, loop)
-
-    def _deliver(self, loop: asyncio.AbstractEventLoop) -> None:
-        """On the event loop: hand each stream its items, in the order they were posted."""
-        with self.posted_lock:
-            items = self.posted.pop(loop, [])
-        for queue_, item in items:
-            queue_.put_nowait(item)
+            self.mailbox.post(loop, items)
 
     def _delta(self, request_id: str, stream: _Stream, seq: Sequence | None, final: Rollout | None) -> Delta:
         rollout = final if final is not None else seq.rollout
@@ -272,13 +243,57 @@ class AsyncEngineClient:
     def _push(self, request_id: str, item) -> None:
         stream = self.streams.get(request_id)
         if stream is not None:
-            self._post(stream.loop, [(stream.queue, item)])
+            self.mailbox.post(stream.loop, [(stream.queue, item)])
 
     def _fail_all(self, error: Exception) -> None:
         for request_id in list(self.streams):
             self.batch.abort(request_id)
             self._push(request_id, PonderError(f"the engine failed while decoding: {error}"))
         self.streams.clear()
+
+
+async def read_deltas(queue: asyncio.Queue, on_stop: Callable[[], None]) -> AsyncIterator[Delta]:
+    """A request's deltas from its queue, up to and including the last (an exception put there is
+    raised). `on_stop` runs when the consumer stops reading before the last (it aborts the request)."""
+    finished = False
+    try:
+        while True:
+            delta = await queue.get()
+            if isinstance(delta, BaseException):
+                raise delta
+            finished = delta.finish_reason is not None
+            yield delta
+            if finished:
+                return
+    finally:
+        if not finished:  # the consumer stopped reading: free the slot
+            on_stop()
+
+
+class LoopMailbox:
+    """Hands (asyncio.Queue, item) pairs to event loops from another thread. A wake-up costs a
+    self-pipe write; when a loop has not yet run the last delivery posted to it (it is busy), new
+    items join that delivery instead: one wake-up per loop per step, not one per token per stream."""
+
+    def __init__(self):
+        self.posted: dict[asyncio.AbstractEventLoop, list] = {}
+        self.lock = threading.Lock()
+
+    def post(self, loop: asyncio.AbstractEventLoop, items: list) -> None:
+        with self.lock:
+            waiting = self.posted.get(loop)
+            if waiting is not None:
+                waiting.extend(items)
+                return
+            self.posted[loop] = list(items)
+        loop.call_soon_threadsafe(self._deliver, loop)
+
+    def _deliver(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On the event loop: hand each queue its items, in the order they were posted."""
+        with self.lock:
+            items = self.posted.pop(loop, [])
+        for queue_, item in items:
+            queue_.put_nowait(item)
 
 
 def next_delta(fmt, request_id: str, cursor: DeltaCursor, rollout: Rollout, final: bool) -> Delta:
