@@ -252,3 +252,21 @@ def test_rows_of_very_different_lengths_attend_in_two_passes_with_the_same_logit
     finally:
         runner_module._long_rows = original
     torch.testing.assert_close(two_pass, one_pass, rtol=1e-5, atol=1e-5)
+
+
+def test_one_token_chunks_of_rows_of_different_lengths_prefill_as_each_does_alone(engine):
+    """Two tool outputs of one token each resume two rows of different lengths in one prefill: each
+    row reads only its own keys (an additive mask), as when it resumes alone."""
+    short, long = (engine.encode(p) for p in prompts()[:2])
+    short, long = sorted((short, long * 3), key=len)
+    token = engine.encode(" 7")[:1]
+
+    def resume(rows: list[int]) -> torch.Tensor:
+        pool = engine.runner.new_pool()
+        pool.allocate(2, len(long) + 8)
+        engine.runner.prefill(pool, [0, 1], [short, long], [0, 0])
+        return engine.runner.prefill(pool, rows, [token] * len(rows), [[len(short), len(long)][r] for r in rows])
+
+    together = resume([0, 1])
+    torch.testing.assert_close(together[0], resume([0])[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(together[1], resume([1])[0], rtol=1e-5, atol=1e-5)

@@ -29,6 +29,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from ponder.engine.kernels import decode_attention_kernel
+
 SUPPORTED = ("llama", "qwen2", "qwen3", "mistral")
 
 
@@ -115,6 +117,8 @@ class LlamaRunner:
         self.scaling = attn.scaling
         self.version = None
         self.refresh()
+        # ponder's CPU decode-attention kernel (kernels.py); None: torch's batched matmuls
+        self.kernel = decode_attention_kernel() if self.device.type == "cpu" else None
 
     @property
     def device(self):
@@ -172,8 +176,10 @@ class LlamaRunner:
         end = max(s + len(c) for s, c in zip(starts, chunks, strict=True))
         for slot, start, chunk in zip(slots, starts, chunks, strict=True):
             pool.bias[slot, start : start + len(chunk)] = 0.0
-        # a query sees every key of its own row up to its position (the row's prefix is all valid)
-        mask = (torch.arange(end, device=device)[None, None, :] <= positions[:, :, None]).unsqueeze(1)
+        # a query sees every key of its own row up to its position (the row's prefix is all valid);
+        # additive (0 / -inf) like decode's, since a chunk of one token runs decode's attention
+        visible = (torch.arange(end, device=device)[None, None, :] <= positions[:, :, None]).unsqueeze(1)
+        mask = torch.zeros(visible.shape, dtype=pool.bias.dtype, device=device).masked_fill_(~visible, float("-inf"))
         x = self._run(pool, tokens, writes, rows, end, mask)
         last = torch.tensor([len(c) - 1 for c in chunks], device=device)
         return self._logits(x[torch.arange(len(chunks), device=device), last])
@@ -261,10 +267,13 @@ class LlamaRunner:
         return out
 
     def _attend_one(self, q, k, v, mask, scale: float):
-        # one query per row: two small matmuls beat the CPU flash kernel's set-up cost.
-        # Each kv head serves a group of query heads: (B, kv, group, D) @ (B, kv, D, L).
+        # one query per row. Each kv head serves a group of query heads: (B, kv, group, D) by (B, kv, L, D).
         B, D = q.shape[0], self.head_dim
-        scores = q.view(B, self.kv_heads, -1, D) @ k.transpose(-1, -2)
+        q = q.view(B, self.kv_heads, -1, D)
+        if self.kernel is not None and q.dtype == torch.float32:
+            return self.kernel(q, k, v, mask[:, 0, 0], scale)
+        # elsewhere two small matmuls, which beat the CPU flash kernel's set-up cost
+        scores = q @ k.transpose(-1, -2)
         if scale != 1.0:
             scores.mul_(scale)
         scores = scores.add_(mask).softmax(-1)

@@ -1,0 +1,49 @@
+"""ponder's CPU decode-attention kernel (ponder/engine/csrc): the same attention as softmax over
+torch's matmuls, on views of a KV pool, with grouped heads and masked keys; and the switch that
+turns it off."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ponder.engine.kernels import decode_attention_kernel
+
+
+def reference(q, k, v, mask, scale):
+    scores = (q @ k.transpose(-1, -2)) * scale + mask[:, None, None, :]
+    return scores.softmax(-1) @ v
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    attend = decode_attention_kernel()
+    if attend is None:
+        pytest.skip("the kernel could not be built here (no C++ compiler or ninja); the engine uses matmuls")
+    return attend
+
+
+@pytest.mark.parametrize(("rows", "kv_heads", "group", "length"), [(1, 4, 1, 7), (5, 2, 3, 70), (16, 4, 1, 200)])
+def test_the_kernel_equals_softmax_over_matmuls(kernel, rows, kv_heads, group, length):
+    torch.manual_seed(rows + length)
+    capacity, dim = length + 9, 32
+    k_pool, v_pool = torch.randn(2, rows, kv_heads, capacity, dim).unbind(0)  # views with a row stride
+    k, v = k_pool[:, :, :length], v_pool[:, :, :length]
+    q = torch.randn(rows, kv_heads, group, dim) * 3
+    bias = torch.zeros(rows, capacity)
+    bias[:, length // 2 :: 3] = float("-inf")  # keys a row may not see
+    bias[0, 1:] = float("-inf")  # a row that sees one key only
+    mask = bias[:, :length]
+    out = kernel(q, k, v, mask, 0.2)
+    torch.testing.assert_close(out, reference(q, k, v, mask, 0.2), rtol=1e-5, atol=1e-6)
+
+
+def test_the_engine_decodes_through_the_kernel_on_a_cpu(kernel, trained):
+    from ponder.engine import Engine
+
+    assert Engine(*trained).runner.kernel is kernel
+
+
+def test_the_switch_turns_the_kernel_off(monkeypatch):
+    monkeypatch.setenv("PONDER_DECODE_KERNEL", "0")
+    assert decode_attention_kernel.__wrapped__() is None
