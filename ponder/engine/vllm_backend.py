@@ -37,13 +37,14 @@ import random
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from ponder.engine.chat_format import ChatFormat, Phase
-from ponder.engine.client import Delta, DeltaCursor, QueueFull, next_delta
+from ponder.engine.client import Delta, DeltaCursor, QueueFull, next_delta, read_deltas
 from ponder.engine.sampling import SamplingParams, mix_seed
 from ponder.engine.sequence import Sequence
 from ponder.errors import PonderError
@@ -297,20 +298,12 @@ class VLLMEngineClient:
         request = _Request(seq=seq, streaming=deltas)
         self.requests[request_id] = request
         request.task = asyncio.ensure_future(self._pump(request_id, request))
-        finished = False
-        try:
-            while True:
-                delta = await request.deltas.get()
-                if isinstance(delta, BaseException):
-                    raise delta
-                finished = delta.finish_reason is not None
-                yield delta
-                if finished:
-                    return
+        try:  # a consumer that stops reading stops the decoding
+            async with aclosing(read_deltas(request.deltas, on_stop=request.task.cancel)) as stream:
+                async for delta in stream:
+                    yield delta
         finally:
             self.requests.pop(request_id, None)
-            if not finished:  # the consumer stopped reading: stop decoding
-                request.task.cancel()
 
     async def _pump(self, request_id: str, request: _Request) -> None:
         """Decode one request and queue its deltas; an abort ends it with finish_reason "abort"."""
