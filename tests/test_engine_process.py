@@ -158,3 +158,31 @@ def test_a_model_that_cannot_load_fails_at_start_with_the_reason(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(PonderError, match="could not start.*config.json"):
         EngineProcess(tmp_path, device="cpu")
+
+
+def test_the_engine_process_exits_when_the_process_that_started_it_is_killed(trained_run):
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    script = (
+        "import time\nfrom ponder.engine.process import EngineProcess\n"
+        f"client = EngineProcess({str(trained_run / 'model')!r}, device='cpu')\n"
+        "print(client.process.pid, flush=True)\ntime.sleep(600)\n"
+    )
+    server = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    engine_pid = int(server.stdout.readline())
+    server.kill()  # no shutdown: the engine process only sees its pipe close
+    server.wait()
+
+    def alive() -> bool:
+        try:
+            return Path(f"/proc/{engine_pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 30
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(), "the engine process outlived the process that started it"

@@ -1,6 +1,6 @@
-"""ponder's CPU decode-attention kernel (ponder/engine/csrc): the same attention as softmax over
-torch's matmuls, on views of a KV pool, with grouped heads and masked keys; and the switch that
-turns it off."""
+"""The decode loop's CPU fast paths: ponder's decode-attention kernel (ponder/engine/csrc) gives the
+attention of softmax over torch's matmuls (views of a KV pool, grouped heads, masked keys) and can be
+switched off; a linear layer with oneDNN-packed weights gives what F.linear gives."""
 
 from __future__ import annotations
 
@@ -47,3 +47,19 @@ def test_the_engine_decodes_through_the_kernel_on_a_cpu(kernel, trained):
 def test_the_switch_turns_the_kernel_off(monkeypatch):
     monkeypatch.setenv("PONDER_DECODE_KERNEL", "0")
     assert decode_attention_kernel.__wrapped__() is None
+
+
+@pytest.mark.parametrize("rows", [1, 11, 12, 64])  # both sides of PACKED_MIN_ROWS
+def test_a_packed_linear_gives_what_f_linear_gives(rows):
+    from ponder.engine.linear import Linear
+
+    torch.manual_seed(rows)
+    weight, bias = torch.randn(384, 128), torch.randn(384)
+    linear = Linear(weight, bias, pack=True)
+    if linear.packed is None:
+        pytest.skip("this torch has no oneDNN packed linear; the engine uses F.linear")
+    x = torch.randn(rows, 1, 128)
+    with torch.inference_mode():
+        out = linear(x)
+    assert out.shape == (rows, 1, 384)
+    torch.testing.assert_close(out, torch.nn.functional.linear(x, weight, bias), rtol=1e-5, atol=1e-5)

@@ -3,7 +3,8 @@
 Hugging Face's forward is general (cache classes, mask builders, hooks); at tiny model sizes and in
 the decode loop that generality costs more than the matmuls. This runner reads the *same*
 parameter tensors as the HF module (no copy, so an RL update is visible at once; only the fused
-QKV / gate-up weights are rebuilt, once per weight version) and does just the math:
+QKV / gate-up weights and the linears' oneDNN-packed copies (linear.py) are rebuilt, once per
+weight version) and does just the math:
 
     x = embed(tokens)
     for each layer:  x += o(attn(rope(q), rope(k), v))  ;  x += down(silu(gate) * up)
@@ -30,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ponder.engine.kernels import decode_attention_kernel
+from ponder.engine.linear import Linear
 
 SUPPORTED = ("llama", "qwen2", "qwen3", "mistral")
 
@@ -38,13 +40,11 @@ class _Layer(NamedTuple):
     """One decoder layer's tensors, gathered once per weight version (no module calls in the hot loop)."""
 
     ln1: torch.nn.Module
-    qkv: torch.Tensor
-    qkv_bias: torch.Tensor | None
-    o: torch.Tensor
-    o_bias: torch.Tensor | None
+    qkv: Linear
+    o: Linear
     ln2: torch.nn.Module
-    gate_up: torch.Tensor
-    down: torch.Tensor
+    gate_up: Linear
+    down: Linear
     q_norm: torch.nn.Module | None
     k_norm: torch.nn.Module | None
     scale: float  # what is left of the attention scale after folding it into the queries
@@ -151,11 +151,13 @@ class LlamaRunner:
             gate_up = torch.cat([_weight(m.gate_proj), _weight(m.up_proj)])
             self.layers.append(
                 _Layer(
-                    layer.input_layernorm, qkv_w, qkv_b, _weight(a.o_proj), _bias(a.o_proj),
-                    layer.post_attention_layernorm, gate_up, _weight(m.down_proj),
+                    layer.input_layernorm, Linear(qkv_w, qkv_b, pack=True), _linear(a.o_proj),
+                    layer.post_attention_layernorm, Linear(gate_up, pack=True), _linear(m.down_proj),
                     getattr(a, "q_norm", None), getattr(a, "k_norm", None), self.scaling / fold,
                 )
             )  # fmt: skip
+        head = self.hf.lm_head  # a plain (or LoRA) linear layer; any other head module runs as it is
+        self.head = _linear(head) if isinstance(head, torch.nn.Linear) or hasattr(head, "base_layer") else head
 
     def new_pool(self) -> KVPool:
         return KVPool(self)
@@ -223,17 +225,17 @@ class LlamaRunner:
         cos, sin = pool.cos[writes].unsqueeze(2), pool.sin_signed[writes].unsqueeze(2)  # (B, T, 1, hd)
         for w, k_pool, v_pool in zip(self.layers, pool.k, pool.v, strict=True):
             x += self._attention(w, x, cos, sin, k_pool, v_pool, writes, rows, end, mask, views, split)
-            gate, up = F.linear(_rms_norm(w.ln2, x), w.gate_up).chunk(2, dim=-1)
-            x += F.linear(F.silu(gate, inplace=True).mul_(up), w.down)
+            gate, up = w.gate_up(_rms_norm(w.ln2, x)).chunk(2, dim=-1)
+            x += w.down(F.silu(gate, inplace=True).mul_(up))
         return x
 
     def _logits(self, last: torch.Tensor) -> torch.Tensor:
-        return self.hf.lm_head(_rms_norm(self.core.norm, last)).float()  # (B, vocab)
+        return self.head(_rms_norm(self.core.norm, last)).float()  # (B, vocab)
 
     def _attention(self, w: _Layer, x, cos, sin, k_pool, v_pool, writes, rows, end, mask, views: bool, split=None):
         B, T, _ = x.shape
         H, KV, D = self.heads, self.kv_heads, self.head_dim
-        qkv = F.linear(_rms_norm(w.ln1, x), w.qkv, w.qkv_bias).view(B, T, H + 2 * KV, D)
+        qkv = w.qkv(_rms_norm(w.ln1, x)).view(B, T, H + 2 * KV, D)
         qk, v = qkv[:, :, : H + KV], qkv[:, :, H + KV :]
         if w.q_norm is not None:  # Qwen3 normalises q and k per head before RoPE
             qk = torch.cat([w.q_norm(qk[:, :, :H]), w.k_norm(qk[:, :, H:])], dim=2)
@@ -249,13 +251,13 @@ class LlamaRunner:
                 out = self._attend_one(q, k_pool[:B, :, :end], v_pool[:B, :, :end], mask, w.scale)
             else:
                 out = self._attend_one(q, k_pool[rows, :, :end], v_pool[rows, :, :end], mask, w.scale)
-            return F.linear(out.view(B, 1, H * D), w.o, w.o_bias)
+            return w.o(out.view(B, 1, H * D))
         keys, values = k_pool[rows, :, :end], v_pool[rows, :, :end]  # prefill: gather the rows once
         gqa = KV != H
         out = F.scaled_dot_product_attention(
             q.transpose(1, 2), keys, values, attn_mask=mask, scale=w.scale, enable_gqa=gqa
         )
-        return F.linear(out.transpose(1, 2).reshape(B, T, H * D), w.o, w.o_bias)
+        return w.o(out.transpose(1, 2).reshape(B, T, H * D))
 
     def _attend_split(self, q, k_pool, v_pool, mask, scale: float, end: int, cut: int, long: torch.Tensor):
         """Rows [0, B) where a few run much longer than the rest: every row attends over keys
@@ -320,6 +322,11 @@ def _weight(linear) -> torch.Tensor:
                     weight = weight + linear.get_delta_weight(name)
         return weight
     return linear.weight
+
+
+def _linear(module) -> Linear:
+    """A model's linear layer (LoRA folded in) as the decode loop runs it."""
+    return Linear(_weight(module), _bias(module), pack=True)
 
 
 def _bias(linear) -> torch.Tensor | None:
