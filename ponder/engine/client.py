@@ -72,7 +72,7 @@ class DeltaCursor:
 
 @dataclass
 class _Stream(DeltaCursor):
-    loop: asyncio.AbstractEventLoop | None = None
+    loop: asyncio.AbstractEventLoop | None = None  # None: a request added by `submit` (its deltas go to the sink)
     queue: asyncio.Queue | None = None
     deltas: bool = True  # False: only the last delta (a whole answer: no per-step decoding or wake-ups)
 
@@ -85,6 +85,7 @@ class AsyncEngineClient:
         max_waiting: int = 256,
         on_tool_call: Callable[[Rollout], str] | None = None,
         tool_workers: int = 4,
+        sink: Callable[[list[tuple[str, object]]], None] | None = None,
     ):
         from ponder.engine.live import LiveBatch
 
@@ -92,6 +93,9 @@ class AsyncEngineClient:
         self.batch = LiveBatch(engine, max_batch=max_batch)
         self.max_waiting = max_waiting
         self.on_tool_call = on_tool_call
+        # where the deltas of requests added by `submit` go: [(request id, delta or exception), ...],
+        # called on the decode thread once per step (the engine process sends them on at once)
+        self.sink = sink
         self.tools = ThreadPoolExecutor(tool_workers, thread_name_prefix="ponder-tool")
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.wake = threading.Event()
@@ -131,7 +135,21 @@ class AsyncEngineClient:
                 yield delta
 
     async def abort(self, request_id: str) -> None:
+        self.abort_nowait(request_id)
+
+    def abort_nowait(self, request_id: str) -> None:
+        """`abort` from any thread: the request ends at the next step."""
         self._send("abort", request_id)
+
+    def submit(self, request_id: str, prompt_ids: list[int], params: SamplingParams, sample_index: int = 0,
+               deltas: bool = True) -> None:  # fmt: skip
+        """Add a request whose deltas go to the sink, from any thread and without an event loop (the
+        engine process's way in: no asyncio hop between the decode thread and the pipe)."""
+        if self.sink is None:
+            raise PonderError("submit needs an engine client made with a sink")
+        self.streams[request_id] = _Stream(deltas=deltas)
+        self.queued += 1
+        self._send("add", request_id, prompt_ids, params, sample_index)
 
     @property
     def format(self):
@@ -199,13 +217,14 @@ class AsyncEngineClient:
         stream = self.streams.pop(request_id, None)
         if rollout is not None and stream is not None:
             delta = Delta(request_id, finish_reason="abort", rollout=rollout, usage=usage_of(rollout))
-            self.mailbox.post(stream.loop, [(stream.queue, delta)])
+            self._emit({}, [], request_id, stream, delta)
 
     def _publish(self, events) -> None:
         """Send every streaming request what it gained this step, one wake-up per event loop per
         step (not one per token per stream); run tools for the paused."""
         ended = {e.request: e for e in events}
         outbox: dict[asyncio.AbstractEventLoop, list] = {}
+        sunk: list[tuple[str, object]] = []
         for request_id, stream in list(self.streams.items()):
             event = ended.get(request_id)
             seq = self.batch.sequence(request_id)
@@ -216,11 +235,25 @@ class AsyncEngineClient:
             elif stream.deltas and seq is not None and len(seq.rollout.token_ids) > stream.sent_tokens:
                 delta = self._delta(request_id, stream, seq, None)
             if delta is not None:
-                outbox.setdefault(stream.loop, []).append((stream.queue, delta))
+                self._emit(outbox, sunk, request_id, stream, delta, flush=False)
             if event is not None and event.kind == "paused":
                 self._call_tool(request_id, event.rollout)
+        self._flush(outbox, sunk)
+
+    def _emit(self, outbox: dict, sunk: list, request_id: str, stream: _Stream, item, flush: bool = True) -> None:
+        """Route one delta (or exception) to its consumer: its event loop's batch, or the sink's."""
+        if stream.loop is None:
+            sunk.append((request_id, item))
+        else:
+            outbox.setdefault(stream.loop, []).append((stream.queue, item))
+        if flush:
+            self._flush(outbox, sunk)
+
+    def _flush(self, outbox: dict, sunk: list) -> None:
         for loop, items in outbox.items():
             self.mailbox.post(loop, items)
+        if sunk:
+            self.sink(sunk)
 
     def _delta(self, request_id: str, stream: _Stream, seq: Sequence | None, final: Rollout | None) -> Delta:
         rollout = final if final is not None else seq.rollout
@@ -243,7 +276,7 @@ class AsyncEngineClient:
     def _push(self, request_id: str, item) -> None:
         stream = self.streams.get(request_id)
         if stream is not None:
-            self.mailbox.post(stream.loop, [(stream.queue, item)])
+            self._emit({}, [], request_id, stream, item)
 
     def _fail_all(self, error: Exception) -> None:
         for request_id in list(self.streams):

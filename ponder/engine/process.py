@@ -24,7 +24,8 @@ Over one `multiprocessing` pipe (pickled tuples):
                      answer with tool_result (the output, and the copy's tool_statuses, which the
                      callback extends: the engine's rollout takes them)
 
-The engine process sends one "out" message per decode step whatever the number of streams. Tools
+The engine process's decode thread sends one "out" message per decode step, whatever the number of
+streams, straight to the pipe (no event loop in that process). Tools
 run in this process (their sandboxes and indexes belong to the server), on a thread pool. If the
 engine process dies, every open request fails with a PonderError naming its exit code and new ones
 are refused; when this process dies, the engine process sees its pipe close and exits.
@@ -255,11 +256,13 @@ def run_engine(conn, model_dir: str, device: str, max_batch: int, tools: bool) -
     except Exception as e:
         conn.send(("failed", f"{type(e).__name__}: {e}"))
         return
-    asyncio.run(_EngineSide(conn, engine, max_batch, tools).serve())
+    _EngineSide(conn, engine, max_batch, tools).serve()
 
 
 class _EngineSide:
-    """The engine process's end of the pipe: commands in, each step's deltas out in one message."""
+    """The engine process's end of the pipe. Its main thread reads commands into the engine client;
+    the client's decode thread sends each step's deltas straight to the pipe (its sink): no event
+    loop in this process, so nothing else competes with decoding for the interpreter lock."""
 
     def __init__(self, conn, engine, max_batch: int, tools: bool):
         self.conn = conn
@@ -267,66 +270,41 @@ class _EngineSide:
         self.tool_calls = itertools.count()
         self.tool_results: dict[int, queue.SimpleQueue] = {}
         # the other process enforces max_waiting; here every request it sends is taken
-        on_tool_call = self._remote_tool if tools else None
-        self.client = AsyncEngineClient(engine, max_batch=max_batch, max_waiting=1 << 62, on_tool_call=on_tool_call)
-        self.tasks: dict[str, asyncio.Task] = {}
-        self.outbox: list = []  # (request id, item, thinking tokens) for the next message
+        self.client = AsyncEngineClient(
+            engine, max_batch=max_batch, max_waiting=1 << 62,
+            on_tool_call=self._remote_tool if tools else None, sink=self._sink,
+        )  # fmt: skip
 
-    async def serve(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.stopped = loop.create_future()
-        loop.add_reader(self.conn.fileno(), self._read)
+    def serve(self) -> None:
         self._send(("ready", sorted(self.client.format.end_ids)))
-        try:
-            await self.stopped
-        finally:
-            loop.remove_reader(self.conn.fileno())
-            for task in self.tasks.values():
-                task.cancel()
-            await asyncio.gather(*self.tasks.values(), return_exceptions=True)
-            self.client.close()
-            for waiting in self.tool_results.values():  # tool calls that will get no answer now
-                waiting.put(("\nerror: the server is shutting down\n", None))
-
-    def _read(self) -> None:
-        while not self.stopped.done():
+        while True:
             try:
-                if not self.conn.poll():
-                    return
                 command, *args = self.conn.recv()
             except (EOFError, OSError):  # the server process is gone
-                command, args = "stop", []
+                break
             if command == "add":
-                self.tasks[args[0]] = asyncio.get_running_loop().create_task(self._forward(*args))
+                self.client.submit(*args)
             elif command == "abort":
-                asyncio.get_running_loop().create_task(self.client.abort(args[0]))
+                self.client.abort_nowait(args[0])
             elif command == "tool_result":
                 waiting = self.tool_results.pop(args[0], None)
                 if waiting is not None:
                     waiting.put(args[1:])
             elif command == "stop":
-                self.stopped.set_result(None)
+                break
+        self.client.close()
+        for waiting in self.tool_results.values():  # tool calls that will get no answer now
+            waiting.put(("\nerror: the server is shutting down\n", None))
 
-    async def _forward(self, request_id, prompt_ids, params, sample_index, deltas) -> None:
-        try:
-            async for delta in self.client.generate(prompt_ids, params, request_id, sample_index, deltas):
-                self._queue(request_id, delta)
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:  # sent as a PonderError: any exception type pickles as that
-            self._queue(request_id, e if isinstance(e, PonderError) else PonderError(f"{type(e).__name__}: {e}"))
-        finally:
-            self.tasks.pop(request_id, None)
-
-    def _queue(self, request_id: str, item) -> None:
-        """Send after every task the step woke has run (call_soon runs after the ready ones)."""
-        self.outbox.append((request_id, item, self.client.thinking_tokens(request_id)))
-        if len(self.outbox) == 1:
-            asyncio.get_running_loop().call_soon(self._flush)
-
-    def _flush(self) -> None:
-        items, self.outbox = self.outbox, []
-        self._send(("out", items))
+    def _sink(self, items: list) -> None:
+        """On the decode thread: one step's deltas, with each request's thinking so far, in one message.
+        An exception goes as a PonderError (any exception type pickles as that)."""
+        out = []
+        for request_id, item in items:
+            if isinstance(item, BaseException) and not isinstance(item, PonderError):
+                item = PonderError(f"{type(item).__name__}: {item}")
+            out.append((request_id, item, self.client.thinking_tokens(request_id)))
+        self._send(("out", out))
 
     def _remote_tool(self, rollout: Rollout) -> str:
         """`on_tool_call` in the engine process: ask the server process, wait for its answer."""
@@ -342,5 +320,5 @@ class _EngineSide:
         try:
             with self.send_lock:
                 self.conn.send(message)
-        except (OSError, ValueError):  # the server process is gone; _read stops the loop
+        except (OSError, ValueError):  # the server process is gone; serve() stops at its next read
             pass
