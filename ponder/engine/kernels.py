@@ -4,19 +4,24 @@
     out = attend(q, k, v, mask, scale)          # q (B, KV, G, D); k, v (B, KV, L, D); mask (B, L)
 
 `torch.utils.cpp_extension` compiles it once per machine (about 20 s; a log line says so) into
-torch's extension cache (`TORCH_EXTENSIONS_DIR`, by default ~/.cache/torch_extensions) and later
-processes load the cached library. It is compiled for this CPU (`-march=native`), so the library's
-name carries a digest of the CPU's model and flags: a cache shared between different machines never
-hands one the other's instructions. Where there is no compiler or the build fails, the engine keeps
-torch's batched matmuls and the log says why; `PONDER_DECODE_KERNEL=0` turns the kernel off.
+torch's extension cache (`TORCH_EXTENSIONS_DIR`, by default ~/.cache/torch_extensions). The library's
+name is a digest of everything it depends on: the source's text, the compiler flags, torch's version
+and this CPU's model and flags (it is compiled with `-march=native`, so a cache shared between
+different machines never hands one the other's instructions). A library of that name is therefore
+right by construction, and later processes import it directly, without torch's build lock or a
+ninja run. A build lock left by a process killed mid-build (torch waits on it forever) is removed
+once it is older than any build takes. Where there is no compiler or the build fails, the engine
+keeps torch's batched matmuls and the log says why; `PONDER_DECODE_KERNEL=0` turns the kernel off.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import os
 import platform
+import time
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -27,6 +32,7 @@ SOURCE = Path(__file__).parent / "csrc" / "decode_attention.cpp"
 # the dot products are summed in vector lanes (reassociation); no -ffast-math: the mask is -inf
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fassociative-math", "-fno-signed-zeros",
          "-fno-trapping-math"]  # fmt: skip
+STALE_LOCK_S = 600  # a build takes about 20 s
 
 
 @cache
@@ -38,9 +44,13 @@ def decode_attention_kernel() -> Callable | None:
     try:
         from torch.utils import cpp_extension
 
-        name = f"ponder_decode_attention_{_machine_digest()}"
-        if not _built(cpp_extension, name):
-            log.warning("building ponder's CPU decode-attention kernel (once for this machine, about 20 s)")
+        name = f"ponder_decode_attention_{_digest()}"
+        build = Path(cpp_extension._get_build_directory(name, False))
+        built = build / f"{name}.so"
+        if built.exists():
+            return _import(name, built).decode_attention
+        _clear_stale_lock(build)
+        log.warning("building ponder's CPU decode-attention kernel (once for this machine, about 20 s)")
         module = cpp_extension.load(name, [str(SOURCE)], extra_cflags=FLAGS, extra_ldflags=["-fopenmp"])
     except Exception as e:  # no compiler, no ninja, a failed build: the matmuls still work
         log.warning("decode attention: torch's batched matmuls (the CPU kernel could not be built: %s)", e)
@@ -48,8 +58,8 @@ def decode_attention_kernel() -> Callable | None:
     return module.decode_attention
 
 
-def _machine_digest() -> str:
-    """What the compiled code depends on: the CPU (its flags), the compiler flags and torch."""
+def _digest() -> str:
+    """What the compiled library depends on: the source, the flags, torch, and this CPU (its flags)."""
     import torch
 
     cpu = platform.machine() + platform.processor()
@@ -58,12 +68,26 @@ def _machine_digest() -> str:
                        if line.startswith(("model name", "flags")))  # fmt: skip
     except OSError:
         pass
-    return hashlib.sha256(f"{cpu}|{FLAGS}|{torch.__version__}".encode()).hexdigest()[:12]
+    key = f"{SOURCE.read_text()}|{FLAGS}|{torch.__version__}|{cpu}"
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
-def _built(cpp_extension, name: str) -> bool:
-    """Whether the extension cache already holds a library of this name (then loading is quiet)."""
+def _import(name: str, path: Path):
+    """A built extension module, imported from its file (its name is its init function's)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _clear_stale_lock(build: Path) -> None:
+    """torch's build lock is a file; a process killed while holding it leaves it, and every later
+    build waits on it forever. No build takes STALE_LOCK_S, so an older lock is removed."""
+    lock = build / "lock"
     try:
-        return any(Path(cpp_extension._get_build_directory(name, False)).glob("*.so"))
-    except Exception:
-        return False
+        age = time.time() - lock.stat().st_mtime
+    except OSError:
+        return
+    if age > STALE_LOCK_S:
+        log.warning("removing a stale build lock %s (%.0f s old: its build was interrupted)", lock, age)
+        lock.unlink(missing_ok=True)
