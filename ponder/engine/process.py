@@ -105,7 +105,7 @@ class EngineProcess:
 
     def _wait_ready(self, timeout: float) -> list[int]:
         if not self.conn.poll(timeout):
-            self._stop_process()
+            self._stop_process(grace=0)
             raise PonderError(f"the engine process did not load the model within {timeout:.0f} s")
         try:
             kind, payload = self.conn.recv()
