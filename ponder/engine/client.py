@@ -217,7 +217,7 @@ class AsyncEngineClient:
         stream = self.streams.pop(request_id, None)
         if rollout is not None and stream is not None:
             delta = Delta(request_id, finish_reason="abort", rollout=rollout, usage=usage_of(rollout))
-            self._emit({}, [], request_id, stream, delta)
+            self._deliver_one(request_id, stream, delta)
 
     def _publish(self, events) -> None:
         """Send every streaming request what it gained this step, one wake-up per event loop per
@@ -235,19 +235,24 @@ class AsyncEngineClient:
             elif stream.deltas and seq is not None and len(seq.rollout.token_ids) > stream.sent_tokens:
                 delta = self._delta(request_id, stream, seq, None)
             if delta is not None:
-                self._emit(outbox, sunk, request_id, stream, delta, flush=False)
+                self._route(outbox, sunk, request_id, stream, delta)
             if event is not None and event.kind == "paused":
                 self._call_tool(request_id, event.rollout)
         self._flush(outbox, sunk)
 
-    def _emit(self, outbox: dict, sunk: list, request_id: str, stream: _Stream, item, flush: bool = True) -> None:
-        """Route one delta (or exception) to its consumer: its event loop's batch, or the sink's."""
+    @staticmethod
+    def _route(outbox: dict, sunk: list, request_id: str, stream: _Stream, item) -> None:
+        """File one delta (or exception) for its consumer: its event loop's batch, or the sink's."""
         if stream.loop is None:
             sunk.append((request_id, item))
         else:
             outbox.setdefault(stream.loop, []).append((stream.queue, item))
-        if flush:
-            self._flush(outbox, sunk)
+
+    def _deliver_one(self, request_id: str, stream: _Stream, item) -> None:
+        outbox: dict = {}
+        sunk: list = []
+        self._route(outbox, sunk, request_id, stream, item)
+        self._flush(outbox, sunk)
 
     def _flush(self, outbox: dict, sunk: list) -> None:
         for loop, items in outbox.items():
@@ -276,7 +281,7 @@ class AsyncEngineClient:
     def _push(self, request_id: str, item) -> None:
         stream = self.streams.get(request_id)
         if stream is not None:
-            self._emit({}, [], request_id, stream, item)
+            self._deliver_one(request_id, stream, item)
 
     def _fail_all(self, error: Exception) -> None:
         for request_id in list(self.streams):
