@@ -29,6 +29,7 @@ from collections import deque
 import torch
 
 from ponder.engine import Rollout, SamplingParams
+from ponder.engine.chat_format import encode_prompt
 from ponder.errors import PonderError
 
 log = logging.getLogger(__name__)
@@ -142,10 +143,7 @@ class RolloutPool:
             raise PonderError("tools with rollout workers are not supported yet: run without --rollout-workers")
         params = params or SamplingParams()
         self.push()
-        ids = [
-            self.format.tokenizer.encode(p, add_special_tokens=False) if isinstance(p, str) else list(p)
-            for p in prompts
-        ]
+        ids = [encode_prompt(self.format.tokenizer, p) for p in prompts]
         shards = _shards(len(ids), len(self.workers))
         groups: list[list[Rollout]] = [None] * len(ids)  # type: ignore[list-item]
         for _attempt in range(3):

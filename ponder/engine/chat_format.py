@@ -158,6 +158,15 @@ class ChatFormat:
         return thinking, answer, True
 
 
+def encode_prompt(tokenizer, prompt: str | list[int], allow_empty: bool = False) -> list[int]:
+    """Prompt ids: token ids as given, or text (already in the chat format) encoded as it is. Every
+    engine client and `Engine` take prompts this way."""
+    ids = tokenizer.encode(prompt, add_special_tokens=False) if isinstance(prompt, str) else list(prompt)
+    if not ids and not allow_empty:
+        raise PonderError("an empty prompt cannot be generated from: give at least one token")
+    return ids
+
+
 def held_back(text: str) -> int:
     """How many trailing characters of a streamed text to hold back: a marker may be half-written
     there (`</thi`), or a multi-byte character cut in two (decoded as U+FFFD)."""

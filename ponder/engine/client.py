@@ -270,11 +270,7 @@ class AsyncEngineClient:
             return
 
         def run() -> None:
-            try:
-                output = self.on_tool_call(rollout)
-            except Exception as e:  # a failing tool is an observation, never a crash
-                output = f"\nerror: the tool failed: {e}\n"
-            self._send("resume", request_id, output)
+            self._send("resume", request_id, tool_output(self.on_tool_call, rollout))
 
         self.tools.submit(run)
 
@@ -288,6 +284,15 @@ class AsyncEngineClient:
             self.batch.abort(request_id)
             self._push(request_id, PonderError(f"the engine failed while decoding: {error}"))
         self.streams.clear()
+
+
+def tool_output(on_tool_call: Callable[[Rollout], str], rollout: Rollout) -> str:
+    """What a paused sequence resumes with: the tool's output; a failing tool is an observation,
+    never a crash."""
+    try:
+        return on_tool_call(rollout)
+    except Exception as e:
+        return f"\nerror: the tool failed: {e}\n"
 
 
 async def read_deltas(queue: asyncio.Queue, on_stop: Callable[[], None]) -> AsyncIterator[Delta]:
@@ -318,13 +323,18 @@ class LoopMailbox:
         self.lock = threading.Lock()
 
     def post(self, loop: asyncio.AbstractEventLoop, items: list) -> None:
+        """Items for a loop that has closed are dropped: no one is left to read them."""
         with self.lock:
             waiting = self.posted.get(loop)
             if waiting is not None:
                 waiting.extend(items)
                 return
             self.posted[loop] = list(items)
-        loop.call_soon_threadsafe(self._deliver, loop)
+        try:
+            loop.call_soon_threadsafe(self._deliver, loop)
+        except RuntimeError:  # the loop is closed
+            with self.lock:
+                self.posted.pop(loop, None)
 
     def _deliver(self, loop: asyncio.AbstractEventLoop) -> None:
         """On the event loop: hand each queue its items, in the order they were posted."""

@@ -29,7 +29,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 import torch
 
 from ponder.engine.budget import KVShape, cuda_free_bytes, default_max_batch, rows_that_fit
-from ponder.engine.chat_format import ChatFormat
+from ponder.engine.chat_format import ChatFormat, encode_prompt
 from ponder.engine.hf_runner import HFRunner
 from ponder.engine.live import LiveBatch
 from ponder.engine.runner import SUPPORTED, LlamaRunner
@@ -81,11 +81,7 @@ class Engine:
         return rows
 
     def encode(self, prompt: str | list[int], allow_empty: bool = False) -> list[int]:
-        """Prompt ids: token ids as given, or text (already in the chat format) encoded as it is."""
-        ids = self.tokenizer.encode(prompt, add_special_tokens=False) if isinstance(prompt, str) else list(prompt)
-        if not ids and not allow_empty:
-            raise PonderError("an empty prompt cannot be generated from: give at least one token")
-        return ids
+        return encode_prompt(self.tokenizer, prompt, allow_empty)
 
     @torch.no_grad()
     def load_weights(self, state_dict) -> None:

@@ -48,7 +48,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from ponder.engine.client import AsyncEngineClient, LoopMailbox, QueueFull, read_deltas
+from ponder.engine.chat_format import encode_prompt
+from ponder.engine.client import AsyncEngineClient, LoopMailbox, QueueFull, read_deltas, tool_output
 from ponder.engine.sampling import SamplingParams
 from ponder.engine.sequence import Rollout
 from ponder.errors import PonderError
@@ -131,7 +132,7 @@ class EngineProcess:
         if len(self.streams) >= self.max_batch + self.max_waiting:
             raise QueueFull(f"{self.max_waiting} requests are already waiting; retry later")
         request_id = request_id or f"req-{next(self.ids)}"
-        prompt_ids = self.encode(prompt)
+        prompt_ids = encode_prompt(self.format.tokenizer, prompt)
         self.streams[request_id] = remote = _Remote(asyncio.get_running_loop(), asyncio.Queue())
         self._send(("add", request_id, prompt_ids, params, sample_index, deltas))
         try:
@@ -143,14 +144,6 @@ class EngineProcess:
 
     async def abort(self, request_id: str) -> None:
         self._abort(request_id)
-
-    def encode(self, prompt: str | list[int]) -> list[int]:
-        """Prompt ids, exactly as `Engine.encode` makes them."""
-        tokenizer = self.format.tokenizer
-        ids = tokenizer.encode(prompt, add_special_tokens=False) if isinstance(prompt, str) else list(prompt)
-        if not ids:
-            raise PonderError("an empty prompt cannot be generated from: give at least one token")
-        return ids
 
     def thinking_tokens(self, request_id: str) -> int | None:
         """Thinking tokens a running request had written at its last delta; None once it has left."""
@@ -215,10 +208,7 @@ class EngineProcess:
             self.mailbox.post(loop, pairs)
 
     def _run_tool(self, call_id: int, rollout: Rollout) -> None:
-        try:
-            output = self.on_tool_call(rollout)
-        except Exception as e:  # a failing tool is an observation, never a crash
-            output = f"\nerror: the tool failed: {e}\n"
+        output = tool_output(self.on_tool_call, rollout)
         if not self.closed and not self.failure:
             self._send(("tool_result", call_id, output, rollout.tool_statuses))
 
@@ -226,12 +216,7 @@ class EngineProcess:
         if self.closed:
             return
         self.failure = f"the engine process exited (exit code {self._stop_process(5)}); restart the server"
-        by_loop: dict[asyncio.AbstractEventLoop, list] = {}
-        for remote in list(self.streams.values()):
-            by_loop.setdefault(remote.loop, []).append((remote.queue, PonderError(self.failure)))
-        for loop, pairs in by_loop.items():
-            if not loop.is_closed():
-                self.mailbox.post(loop, pairs)
+        self._route([(request_id, PonderError(self.failure), None) for request_id in list(self.streams)])
 
 
 # --- the engine process ---------------------------------------------------------------------------

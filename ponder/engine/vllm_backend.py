@@ -43,7 +43,7 @@ from pathlib import Path
 
 import torch
 
-from ponder.engine.chat_format import ChatFormat, Phase
+from ponder.engine.chat_format import ChatFormat, Phase, encode_prompt
 from ponder.engine.client import Delta, DeltaCursor, QueueFull, next_delta, read_deltas
 from ponder.engine.sampling import SamplingParams, mix_seed
 from ponder.engine.sequence import Sequence
@@ -293,7 +293,7 @@ class VLLMEngineClient:
             raise QueueFull(f"{self.max_requests} requests are already running or waiting; retry later")
         request_id = request_id or f"req-{next(self.ids)}"
         seed = params.seed if params.seed is not None else random.randrange(2**62)
-        seq = Sequence(request_id, encode(self.format.tokenizer, prompt), params, self.format,
+        seq = Sequence(request_id, encode_prompt(self.format.tokenizer, prompt), params, self.format,
                        mix_seed(seed, 0, sample_index))  # fmt: skip
         request = _Request(seq=seq, streaming=deltas)
         self.requests[request_id] = request
@@ -418,11 +418,11 @@ class VLLMSampler:
         seed = params.seed if params.seed is not None else random.randrange(2**62)
         one = SamplingParams(**{**vars(params), "n": 1, "seed": seed})
         call = next(self.calls)
+        ids = [encode_prompt(self.format.tokenizer, p) for p in prompts]  # once per prompt, not per sample
         groups = [
-            [Sequence((i, j), encode(self.format.tokenizer, p), one, self.format, mix_seed(seed, i, j), prompt_index=i)
-             for j in range(params.n)]
-            for i, p in enumerate(prompts)
-        ]  # fmt: skip
+            [Sequence((i, j), prompt, one, self.format, mix_seed(seed, i, j), prompt_index=i) for j in range(params.n)]
+            for i, prompt in enumerate(ids)
+        ]
         self.loop.run(self._decode_all([s for g in groups for s in g], f"rollout-{call}", progress))
         for group in groups:
             for seq in group:
@@ -474,14 +474,6 @@ def _param_versions(model) -> tuple[int, ...]:
 
 
 # --- loading ---------------------------------------------------------------------------------------
-
-
-def encode(tokenizer, prompt: str | list[int]) -> list[int]:
-    """Prompt ids: token ids as given, or text (already in the chat format) encoded as it is."""
-    ids = tokenizer.encode(prompt, add_special_tokens=False) if isinstance(prompt, str) else list(prompt)
-    if not ids:
-        raise PonderError("an empty prompt cannot be generated from: give at least one token")
-    return ids
 
 
 def read_checkpoint(model_dir: str | Path):
