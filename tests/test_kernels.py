@@ -1,52 +1,105 @@
-"""The decode loop's CPU fast paths: ponder's decode-attention kernel (ponder/engine/csrc) gives the
-attention of softmax over torch's matmuls (views of a KV pool, grouped heads, masked keys) and can be
-switched off; a linear layer with oneDNN-packed weights gives what F.linear gives."""
+"""The decode loop's CPU fast paths: ponder's compiled decode step (ponder/engine/csrc) gives what
+the runner's torch step gives (Llama, Qwen2's QKV bias, Qwen3's q/k norms, grouped heads, scattered
+slots, rows of different lengths, both sides of the packed-linear threshold); its attention gives
+softmax over matmuls; it can be switched off; a linear layer with oneDNN-packed weights gives what
+F.linear gives."""
 
 from __future__ import annotations
+
+import random
 
 import pytest
 import torch
 
-from ponder.engine.kernels import decode_attention_kernel
-
-
-def reference(q, k, v, mask, scale):
-    scores = (q @ k.transpose(-1, -2)) * scale + mask[:, None, None, :]
-    return scores.softmax(-1) @ v
+from ponder.engine.kernels import decode_kernels
 
 
 @pytest.fixture(scope="module")
-def kernel():
-    attend = decode_attention_kernel()
-    if attend is None:
-        pytest.skip("the kernel could not be built here (no C++ compiler or ninja); the engine uses matmuls")
-    return attend
+def kernels():
+    module = decode_kernels()
+    if module is None:
+        pytest.skip("the compiled step could not be built here (no C++ compiler or ninja); the torch step runs")
+    return module
 
 
 @pytest.mark.parametrize(("rows", "kv_heads", "group", "length"), [(1, 4, 1, 7), (5, 2, 3, 70), (16, 4, 1, 200)])
-def test_the_kernel_equals_softmax_over_matmuls(kernel, rows, kv_heads, group, length):
+def test_the_attention_equals_softmax_over_matmuls(kernels, rows, kv_heads, group, length):
     torch.manual_seed(rows + length)
-    capacity, dim = length + 9, 32
-    k_pool, v_pool = torch.randn(2, rows, kv_heads, capacity, dim).unbind(0)  # views with a row stride
-    k, v = k_pool[:, :, :length], v_pool[:, :, :length]
-    q = torch.randn(rows, kv_heads, group, dim) * 3
-    bias = torch.zeros(rows, capacity)
-    bias[:, length // 2 :: 3] = float("-inf")  # keys a row may not see
-    bias[0, 1:] = float("-inf")  # a row that sees one key only
-    mask = bias[:, :length]
-    out = kernel(q, k, v, mask, 0.2)
-    torch.testing.assert_close(out, reference(q, k, v, mask, 0.2), rtol=1e-5, atol=1e-6)
+    pool_rows, capacity, dim = rows + 3, length + 9, 32
+    k_pool, v_pool = torch.randn(2, pool_rows, kv_heads, capacity + 1, dim).unbind(0)
+    slots = torch.randperm(pool_rows)[:rows]  # any pool rows, in any order
+    positions = torch.randint(0, length, (rows,))
+    positions[0] = length - 1
+    bias = torch.full((pool_rows, capacity + 1), float("-inf"))
+    for slot, position in zip(slots, positions, strict=True):
+        bias[slot, : position + 1] = 0.0
+        bias[slot, position // 2 : position : 3] = float("-inf")  # keys a row may not see
+    q = torch.randn(rows, kv_heads * group * dim) * 3
+    out = kernels.decode_attention(q, slots, positions, k_pool, v_pool, bias, kv_heads * group, 0.2)
+    for b, (slot, position) in enumerate(zip(slots, positions, strict=True)):
+        keys, values = k_pool[slot, :, : position + 1], v_pool[slot, :, : position + 1]  # (kv, L, D)
+        scores = q[b].view(kv_heads, group, dim) @ keys.transpose(-1, -2) * 0.2 + bias[slot, : position + 1]
+        expected = (scores.softmax(-1) @ values).reshape(-1)
+        torch.testing.assert_close(out[b], expected, rtol=1e-5, atol=1e-6)
 
 
-def test_the_engine_decodes_through_the_kernel_on_a_cpu(kernel, trained):
+def random_model(model_type: str, vocab: int = 97):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model(
+        model_type, vocab_size=vocab, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=256,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():  # biases and norm weights too: none left at 0 or 1
+            p.normal_(0.0, 0.3)
+    return model
+
+
+@pytest.mark.parametrize("model_type", ["llama", "qwen2", "qwen3"])
+@pytest.mark.parametrize("rows", [3, 20])  # under and over the packed linears' threshold
+def test_the_compiled_step_gives_what_the_torch_step_gives(kernels, model_type, rows):
+    from ponder.engine.runner import LlamaRunner
+
+    runner = LlamaRunner(random_model(model_type))
+    assert runner.step_args is not None, "a float32 model on a CPU should take the compiled step"
+    random.seed(rows)
+    slots = sorted(random.sample(range(32), rows))
+    positions = [random.randint(0, 60) for _ in slots]
+    tokens = [random.randrange(97) for _ in slots]
+    pools = []
+    for _ in range(2):  # the same history in two pools: a key per earlier position of each row
+        pool = runner.new_pool()
+        pool.allocate(32, 64)
+        torch.manual_seed(1)
+        with torch.inference_mode():
+            for t in pool.k + pool.v:
+                t.normal_()
+            for slot, position in zip(slots, positions, strict=True):
+                pool.bias[slot, :position] = 0.0
+        pools.append(pool)
+    compiled = runner.decode(pools[0], slots, tokens, positions)
+    runner.step_args = None  # the torch step
+    reference = runner.decode(pools[1], slots, tokens, positions)
+    torch.testing.assert_close(compiled, reference, rtol=1e-4, atol=1e-4)
+    for a, b in zip(pools[0].k + pools[0].v, pools[1].k + pools[1].v, strict=True):
+        # the same keys and values written (the spare slot, index 64, holds the torch step's idle rows)
+        torch.testing.assert_close(a[:, :, :64], b[:, :, :64], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(pools[0].bias[:, :64], pools[1].bias[:, :64])
+
+
+def test_the_engine_decodes_through_the_compiled_step_on_a_cpu(kernels, trained):
     from ponder.engine import Engine
 
-    assert Engine(*trained).runner.kernel is kernel
+    runner = Engine(*trained).runner
+    assert runner.compiled is kernels and runner.step_args is not None
 
 
-def test_the_switch_turns_the_kernel_off(monkeypatch):
+def test_the_switch_turns_the_compiled_step_off(monkeypatch):
     monkeypatch.setenv("PONDER_DECODE_KERNEL", "0")
-    assert decode_attention_kernel.__wrapped__() is None
+    assert decode_kernels.__wrapped__() is None
 
 
 @pytest.mark.parametrize("rows", [1, 11, 12, 64])  # both sides of PACKED_MIN_ROWS
@@ -65,7 +118,7 @@ def test_a_packed_linear_gives_what_f_linear_gives(rows):
     torch.testing.assert_close(out, torch.nn.functional.linear(x, weight, bias), rtol=1e-5, atol=1e-5)
 
 
-def test_a_built_kernel_is_imported_without_torch_s_build_lock(kernel, monkeypatch):
+def test_a_built_kernel_is_imported_without_torch_s_build_lock(kernels, monkeypatch):
     """Once built, later processes import the library directly: no lock, no ninja run (a process
     killed inside torch's `load` leaves a lock every later `load` waits on forever)."""
     from torch.utils import cpp_extension
@@ -74,7 +127,7 @@ def test_a_built_kernel_is_imported_without_torch_s_build_lock(kernel, monkeypat
         raise AssertionError("torch's load() ran for a kernel that is already built")
 
     monkeypatch.setattr(cpp_extension, "load", no_build)
-    assert decode_attention_kernel.__wrapped__() is not None
+    assert decode_kernels.__wrapped__() is not None
 
 
 def test_a_lock_left_by_an_interrupted_build_is_removed_once_stale(tmp_path):

@@ -1,7 +1,8 @@
-"""ponder's own CPU kernel for decode attention (csrc/decode_attention.cpp), built on first use.
+"""ponder's compiled CPU decode step (csrc/decode.cpp), built on first use.
 
-    attend = decode_attention_kernel()          # None where it cannot be built: use the matmuls
-    out = attend(q, k, v, mask, scale)          # q (B, KV, G, D); k, v (B, KV, L, D); mask (B, L)
+    kernels = decode_kernels()                  # None where it cannot be built: the torch step runs
+    x = kernels.decode_step(...)                # one token per running sequence, every layer (runner.py)
+    out = kernels.decode_attention(...)         # its attention alone (tests)
 
 `torch.utils.cpp_extension` compiles it once per machine (about 20 s; a log line says so) into
 torch's extension cache (`TORCH_EXTENSIONS_DIR`, by default ~/.cache/torch_extensions). The library's
@@ -10,8 +11,8 @@ and this CPU's model and flags (it is compiled with `-march=native`, so a cache 
 different machines never hands one the other's instructions). A library of that name is therefore
 right by construction, and later processes import it directly, without torch's build lock or a
 ninja run. A build lock left by a process killed mid-build (torch waits on it forever) is removed
-once it is older than any build takes. Where there is no compiler or the build fails, the engine
-keeps torch's batched matmuls and the log says why; `PONDER_DECODE_KERNEL=0` turns the kernel off.
+once it is older than any build takes. Where there is no compiler or the build fails, the runner
+keeps its torch version of the step and the log says why; `PONDER_DECODE_KERNEL=0` turns it off.
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ import logging
 import os
 import platform
 import time
-from collections.abc import Callable
 from functools import cache
 from pathlib import Path
+from types import ModuleType
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).parent / "csrc" / "decode_attention.cpp"
+SOURCE = Path(__file__).parent / "csrc" / "decode.cpp"
 # the dot products are summed in vector lanes (reassociation); no -ffast-math: the mask is -inf
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fassociative-math", "-fno-signed-zeros",
          "-fno-trapping-math"]  # fmt: skip
@@ -36,26 +37,25 @@ STALE_LOCK_S = 600  # a build takes about 20 s
 
 
 @cache
-def decode_attention_kernel() -> Callable | None:
-    """The compiled kernel's function, or None (disabled, or it could not be built: logged once)."""
+def decode_kernels() -> ModuleType | None:
+    """The compiled module, or None (disabled, or it could not be built: logged once)."""
     if os.environ.get("PONDER_DECODE_KERNEL", "1") == "0":
-        log.info("decode attention: torch's batched matmuls (PONDER_DECODE_KERNEL=0)")
+        log.info("decode step: torch's (PONDER_DECODE_KERNEL=0)")
         return None
     try:
         from torch.utils import cpp_extension
 
-        name = f"ponder_decode_attention_{_digest()}"
+        name = f"ponder_decode_{_digest()}"
         build = Path(cpp_extension._get_build_directory(name, False))
         built = build / f"{name}.so"
         if built.exists():
-            return _import(name, built).decode_attention
+            return _import(name, built)
         _clear_stale_lock(build)
-        log.warning("building ponder's CPU decode-attention kernel (once for this machine, about 20 s)")
-        module = cpp_extension.load(name, [str(SOURCE)], extra_cflags=FLAGS, extra_ldflags=["-fopenmp"])
-    except Exception as e:  # no compiler, no ninja, a failed build: the matmuls still work
-        log.warning("decode attention: torch's batched matmuls (the CPU kernel could not be built: %s)", e)
+        log.warning("building ponder's compiled CPU decode step (once for this machine, about 30 s)")
+        return cpp_extension.load(name, [str(SOURCE)], extra_cflags=FLAGS, extra_ldflags=["-fopenmp"])
+    except Exception as e:  # no compiler, no ninja, a failed build: the torch step still works
+        log.warning("decode step: torch's (the compiled CPU step could not be built: %s)", e)
         return None
-    return module.decode_attention
 
 
 def _digest() -> str:

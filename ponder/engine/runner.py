@@ -30,8 +30,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from ponder.engine.kernels import decode_attention_kernel
-from ponder.engine.linear import Linear
+from ponder.engine.kernels import decode_kernels
+from ponder.engine.linear import PACKED_MIN_ROWS, Linear
 
 SUPPORTED = ("llama", "qwen2", "qwen3", "mistral")
 
@@ -115,10 +115,10 @@ class LlamaRunner:
         self.heads = cfg.num_attention_heads
         self.kv_heads = getattr(cfg, "num_key_value_heads", None) or self.heads
         self.scaling = attn.scaling
+        # ponder's compiled CPU decode step (kernels.py, csrc/decode.cpp); None: the torch step below
+        self.compiled = decode_kernels() if self.device.type == "cpu" else None
         self.version = None
         self.refresh()
-        # ponder's CPU decode-attention kernel (kernels.py); None: torch's batched matmuls
-        self.kernel = decode_attention_kernel() if self.device.type == "cpu" else None
 
     @property
     def device(self):
@@ -158,6 +158,27 @@ class LlamaRunner:
             )  # fmt: skip
         head = self.hf.lm_head  # a plain (or LoRA) linear layer; any other head module runs as it is
         self.head = _linear(head) if isinstance(head, torch.nn.Linear) or hasattr(head, "base_layer") else head
+        self.step_args = self._compiled_step_args()
+
+    def _compiled_step_args(self) -> tuple | None:
+        """The compiled step's per-layer tensors (csrc/decode.cpp's order; an empty tensor for none),
+        epsilons and attention scales; None where the torch step runs (no kernels, not float32)."""
+        if self.compiled is None or self.core.embed_tokens.weight.dtype != torch.float32:
+            return None
+        none = torch.empty(0)
+        tensors, eps, scales = [], [], []
+        for w in self.layers:
+            for item in (w.ln1, w.qkv, w.o, w.ln2, w.gate_up, w.down):
+                if isinstance(item, Linear):
+                    tensors += [item.weight, _or(item.packed, none), _or(item.bias, none)]
+                else:
+                    tensors.append(item.weight.contiguous())
+            tensors += [_or(w.q_norm and w.q_norm.weight, none), _or(w.k_norm and w.k_norm.weight, none)]
+            eps += [_eps(w.ln1), _eps(w.ln2), _eps(w.q_norm) if w.q_norm is not None else 0.0]
+            scales.append(w.scale)
+        tensors = [t.detach() for t in tensors]
+        assert len(tensors) == self.compiled.LAYER_TENSORS * len(self.layers)
+        return tensors, eps, scales
 
     def new_pool(self) -> KVPool:
         return KVPool(self)
@@ -195,6 +216,8 @@ class LlamaRunner:
         dropped). When fewer than half do (a group's long tail), only the running rows run and their
         keys are gathered: a copy no larger than the attention's own reads, instead of computing
         every empty row below the highest running one."""
+        if self.step_args is not None:
+            return self._logits(self._compiled_decode(pool, slots, tokens, positions))
         device, hi, end = self.device, max(slots) + 1, max(positions) + 1
         index = torch.tensor(slots, device=device)
         sparse = len(slots) * 2 <= hi
@@ -215,6 +238,16 @@ class LlamaRunner:
         x = self._run(pool, token_t[:, None], position_t[:, None], rows, end, mask, views=not sparse, split=split)
         logits = self._logits(x[:, 0])
         return logits if sparse or in_order else logits.index_select(0, index)
+
+    def _compiled_decode(self, pool: KVPool, slots: list[int], tokens: list[int], positions: list[int]):
+        """The same step as the torch code below, as one call into csrc/decode.cpp: only the running
+        rows run, each attending to its own keys [0, position] (no idle rows, no gathers)."""
+        tensors, eps, scales = self.step_args
+        return self.compiled.decode_step(
+            torch.tensor(tokens), torch.tensor(slots), torch.tensor(positions), self.core.embed_tokens.weight,
+            tensors, pool.k, pool.v, pool.bias, pool.cos, pool.sin_signed, self.heads, self.kv_heads, eps, scales,
+            PACKED_MIN_ROWS,
+        )  # fmt: skip
 
     def _run(self, pool: KVPool, tokens, writes, rows, end, mask, views: bool = False, split=None) -> torch.Tensor:
         """The layers over `tokens` (B, T), each written to `writes` (B, T) of its row in `rows`.
@@ -270,11 +303,9 @@ class LlamaRunner:
 
     def _attend_one(self, q, k, v, mask, scale: float):
         # one query per row. Each kv head serves a group of query heads: (B, kv, group, D) by (B, kv, L, D).
+        # two small matmuls, which beat the flash kernel's set-up cost at one query
         B, D = q.shape[0], self.head_dim
         q = q.view(B, self.kv_heads, -1, D)
-        if self.kernel is not None and q.dtype == torch.float32:
-            return self.kernel(q, k, v, mask[:, 0, 0], scale)
-        # elsewhere two small matmuls, which beat the CPU flash kernel's set-up cost
         scores = q @ k.transpose(-1, -2)
         if scale != 1.0:
             scores.mul_(scale)
@@ -335,5 +366,12 @@ def _bias(linear) -> torch.Tensor | None:
 
 def _rms_norm(norm, x: torch.Tensor) -> torch.Tensor:
     """The HF RMSNorm module's math in one fused op (same weight, same epsilon)."""
-    eps = getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-6)
-    return F.rms_norm(x, (x.shape[-1],), norm.weight, eps)
+    return F.rms_norm(x, (x.shape[-1],), norm.weight, _eps(norm))
+
+
+def _eps(norm) -> float:
+    return getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-6)
+
+
+def _or(tensor: torch.Tensor | None, default: torch.Tensor) -> torch.Tensor:
+    return default if tensor is None else tensor
