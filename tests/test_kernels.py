@@ -60,34 +60,42 @@ def random_model(model_type: str, vocab: int = 97):
 
 @pytest.mark.parametrize("model_type", ["llama", "qwen2", "qwen3"])
 @pytest.mark.parametrize("rows", [3, 20])  # under and over the packed linears' threshold
-def test_the_compiled_step_gives_what_the_torch_step_gives(kernels, model_type, rows):
+@pytest.mark.parametrize("joining", [False, True])  # a decode step alone, or with prompts joining
+def test_the_compiled_step_gives_what_the_torch_step_gives(kernels, model_type, rows, joining):
+    """One token for each of `rows` running rows at scattered slots and positions, and (`joining`)
+    in the same call a new prompt, a continued chunk (a tool's output) and a one-token prompt."""
     from ponder.engine.runner import LlamaRunner
 
     runner = LlamaRunner(random_model(model_type))
     assert runner.step_args is not None, "a float32 model on a CPU should take the compiled step"
     random.seed(rows)
-    slots = sorted(random.sample(range(32), rows))
-    positions = [random.randint(0, 60) for _ in slots]
-    tokens = [random.randrange(97) for _ in slots]
+    slots = random.sample(range(32), rows + 3)
+    starts = [random.randint(0, 60) for _ in slots]
+    chunks = [[random.randrange(97)] for _ in slots]
+    if joining:
+        starts[-3:] = [0, 17, 0]
+        chunks[-3:] = [random.choices(range(97), k=n) for n in (9, 5, 1)]
+    else:
+        slots, starts, chunks = slots[:rows], starts[:rows], chunks[:rows]
     pools = []
-    for _ in range(2):  # the same history in two pools: a key per earlier position of each row
+    for _ in range(2):  # the same history in two pools: a key at each earlier position of each row
         pool = runner.new_pool()
-        pool.allocate(32, 64)
+        pool.allocate(32, 80)
         torch.manual_seed(1)
         with torch.inference_mode():
             for t in pool.k + pool.v:
                 t.normal_()
-            for slot, position in zip(slots, positions, strict=True):
-                pool.bias[slot, :position] = 0.0
+            for slot, start in zip(slots, starts, strict=True):
+                pool.bias[slot, :start] = 0.0
         pools.append(pool)
-    compiled = runner.decode(pools[0], slots, tokens, positions)
-    runner.step_args = None  # the torch step
-    reference = runner.decode(pools[1], slots, tokens, positions)
+    compiled = runner.forward(pools[0], slots, chunks, starts)
+    runner.step_args = None  # torch's step: decode for the one-token chunks, prefill for the others
+    reference = runner.forward(pools[1], slots, chunks, starts)
     torch.testing.assert_close(compiled, reference, rtol=1e-4, atol=1e-4)
     for a, b in zip(pools[0].k + pools[0].v, pools[1].k + pools[1].v, strict=True):
-        # the same keys and values written (the spare slot, index 64, holds the torch step's idle rows)
-        torch.testing.assert_close(a[:, :, :64], b[:, :, :64], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(pools[0].bias[:, :64], pools[1].bias[:, :64])
+        # the same keys and values written (the spare slot, index 80, holds the torch step's idle rows)
+        torch.testing.assert_close(a[:, :, :80], b[:, :, :80], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(pools[0].bias[:, :80], pools[1].bias[:, :80])
 
 
 def test_the_engine_decodes_through_the_compiled_step_on_a_cpu(kernels, trained):

@@ -211,19 +211,19 @@ def test_each_request_samples_under_its_own_rule(engine):
 def test_n_samples_of_one_prompt_share_one_prefill(engine, monkeypatch):
     p = prompts()[0]
     prefilled = []
-    prefill = engine.runner.prefill
+    forward = engine.runner.forward
 
     def counting(pool, slots, chunks, starts):
-        prefilled.append(len(slots))
-        return prefill(pool, slots, chunks, starts)
+        prefilled.extend(len(chunk) for chunk in chunks if len(chunk) > 1)  # prompts, not decoded tokens
+        return forward(pool, slots, chunks, starts)
 
-    monkeypatch.setattr(engine.runner, "prefill", counting)
+    monkeypatch.setattr(engine.runner, "forward", counting)
     batch = LiveBatch(engine, GREEDY)
     ids = [batch.add(p) for _ in range(4)]
     done = {}
     while not batch.idle:
         done.update({e.request: e.rollout for e in batch.step()})
-    assert prefilled == [1]  # one row prefilled for the four requests
+    assert prefilled == [len(engine.encode(p))]  # one row prefilled for the four requests
     reference = engine.generate([p], GREEDY)[0][0].token_ids
     assert all(done[i].token_ids == reference for i in ids)
 
@@ -235,7 +235,7 @@ def test_rows_of_very_different_lengths_attend_in_two_passes_with_the_same_logit
 
     short = [engine.encode(p) for p in prompts()] * 4
     long = short[0] * 6  # a prompt several times longer than the others
-    pool = engine.runner.new_pool()
+    pool = engine.runner.new_pool(lazy=False)  # torch's step reads the pool's unwritten slots
     pool.allocate(len(short) + 1, len(long) + 8)
     chunks = [*short, long]
     slots = list(range(len(chunks)))
@@ -262,7 +262,7 @@ def test_one_token_chunks_of_rows_of_different_lengths_prefill_as_each_does_alon
     token = engine.encode(" 7")[:1]
 
     def resume(rows: list[int]) -> torch.Tensor:
-        pool = engine.runner.new_pool()
+        pool = engine.runner.new_pool(lazy=False)  # torch's step reads the pool's unwritten slots
         pool.allocate(2, len(long) + 8)
         engine.runner.prefill(pool, [0, 1], [short, long], [0, 0])
         return engine.runner.prefill(pool, rows, [token] * len(rows), [[len(short), len(long)][r] for r in rows])

@@ -1,7 +1,7 @@
 """The engine's backend for any causal LM outside the Llama family (GPT-2, Phi, ...): the model's own
 forward and its own cache, one `DynamicCache` per slot.
 
-Same interface as `LlamaRunner` (allocate / prefill / decode / copy / release), so the scheduler
+Same interface as `LlamaRunner` (forward, and the pool's allocate / copy / release), so the scheduler
 and everything above it do not know which backend runs. Correctness first: each running sequence
 decodes with its own forward call (batching rows of different lengths through every architecture's
 own attention-mask rules is what the lean runner exists to avoid), so it is slower per token; the
@@ -50,17 +50,14 @@ class HFRunner:
         """Nothing to rebuild: the model's own modules read their parameters at every call."""
 
     @torch.inference_mode()
-    def prefill(self, pool: CachePool, slots: list[int], chunks: list[list[int]], starts: list[int]) -> torch.Tensor:
+    def forward(self, pool: CachePool, slots: list[int], chunks: list[list[int]], starts: list[int]) -> torch.Tensor:
+        """Each chunk on its slot from `starts[i]` (a new prompt from 0 opens a new cache); logits at
+        each chunk's last token."""
         logits = []
         for slot, chunk, start in zip(slots, chunks, starts, strict=True):
-            cache = pool.caches.get(slot) if start else DynamicCache()
+            cache = pool.caches[slot] if start else DynamicCache()
             logits.append(self._forward(pool, slot, chunk, start, cache))
         return torch.stack(logits)
-
-    @torch.inference_mode()
-    def decode(self, pool: CachePool, slots: list[int], tokens: list[int], positions: list[int]) -> torch.Tensor:
-        rows = zip(slots, tokens, positions, strict=True)
-        return torch.stack([self._forward(pool, s, [t], p, pool.caches[s]) for s, t, p in rows])
 
     def _forward(self, pool: CachePool, slot: int, ids: list[int], start: int, cache) -> torch.Tensor:
         device = self.device

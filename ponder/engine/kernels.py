@@ -1,7 +1,7 @@
-"""ponder's compiled CPU decode step (csrc/decode.cpp), built on first use.
+"""ponder's compiled CPU forward pass for the decode loop (csrc/decode.cpp), built on first use.
 
     kernels = decode_kernels()                  # None where it cannot be built: the torch step runs
-    x = kernels.decode_step(...)                # one token per running sequence, every layer (runner.py)
+    x = kernels.forward_tokens(...)             # tokens at (row, position) of the KV pool (runner.py)
     out = kernels.decode_attention(...)         # its attention alone (tests)
 
 `torch.utils.cpp_extension` compiles it once per machine (about 20 s; a log line says so) into

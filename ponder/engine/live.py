@@ -32,6 +32,7 @@ from ponder.engine.sequence import Rollout, Sequence
 from ponder.errors import PonderError
 
 GROWTH = 2  # the pool grows by this factor when a sequence outruns it (rare reallocations)
+EAGER_POOL_BYTES = 2**30  # a lazy pool up to this size takes every row of max_batch at its first growth
 
 
 @dataclass
@@ -62,8 +63,7 @@ class LiveBatch:
         self.free: list[int] = []  # a heap of free slots: the lowest first keeps the batch dense
         self.slots_made = 0  # slots [0, slots_made) have been handed out at least once
         self.waiting: deque[Sequence] = deque()
-        self.running: list[Sequence] = []
-        self.logits: torch.Tensor | None = None  # (running, vocab): each row's next-token logits
+        self.running: list[Sequence] = []  # each with its `pending` tokens, which the cache has not seen
         self.resumed: list[Sequence] = []
         self.paused: dict[object, Sequence] = {}
         self.requests: dict[object, Sequence] = {}
@@ -157,27 +157,31 @@ class LiveBatch:
 
     @torch.inference_mode()
     def step(self) -> list[Event]:
-        """Prefill whoever joins, then choose one token for every running sequence; return the
-        sequences that finished or paused at this step (they leave the batch)."""
+        """Admit whoever joins, run one forward pass over every running sequence's pending tokens
+        (the token it chose last step; a joiner's prompt; a resumed one's tool output), then choose
+        each one's next token; return the sequences that finished or paused at this step (they
+        leave the batch). Decode and prefill share the pass, as in vLLM's scheduler."""
         self._admit()
         if not self.running:
             return []
+        return self._choose(self._forward())
+
+    def _choose(self, logits: torch.Tensor) -> list[Event]:
+        """Sample every running row's next token; rows that finish or pause leave."""
         if self.rules is None:
-            self.rules = RowRules.of(
-                [s.params for s in self.running], [s.seed for s in self.running], self.logits.device
-            )
-        counters = torch.tensor([len(s.rollout.token_ids) for s in self.running], device=self.logits.device)
-        sampled, logprobs = choose_tokens(self._steer(self.logits), self.rules, counters)
-        events, keep, chosen = [], [], []
+            self.rules = RowRules.of([s.params for s in self.running], [s.seed for s in self.running], logits.device)
+        counters = torch.tensor([len(s.rollout.token_ids) for s in self.running], device=logits.device)
+        sampled, logprobs = choose_tokens(self._steer(logits), self.rules, counters)
+        events, keep = [], []
         for i, (seq, token, logprob) in enumerate(zip(self.running, sampled.tolist(), logprobs.tolist(), strict=True)):
             token, logprob, written = seq.choose(token, logprob)
             seq.write(token, logprob, written)
+            seq.pending = [token]  # fed at the next step (or, if it pauses, when it resumes)
             outcome = seq.outcome()
             if outcome is None:
                 keep.append(i)
-                chosen.append(token)
             elif outcome == "paused":
-                seq.status, seq.pending = "paused", [token]  # the token it wrote is fed when it resumes
+                seq.status = "paused"
                 seq.rollout.text = self.engine.tokenizer.decode(seq.rollout.token_ids, skip_special_tokens=False)
                 self.paused[seq.id] = seq
                 events.append(Event(seq.id, "paused", seq.rollout))
@@ -186,8 +190,6 @@ class LiveBatch:
                 self._release(seq)
                 events.append(Event(seq.id, "finished", seq.finish()))
         self._keep(keep)
-        if self.running:
-            self._decode(chosen)
         return events
 
     def _steer(self, logits: torch.Tensor) -> torch.Tensor:
@@ -202,14 +204,35 @@ class LiveBatch:
         logits[torch.tensor(rows, device=logits.device)[:, None], banned[None, :]] = float("-inf")
         return logits
 
-    def _decode(self, chosen: list[int]) -> None:
-        """Run the tokens just chosen (next step's logits); every row writes at its own position."""
-        self._make_room(max(s.position for s in self.running) + 1)
-        slots = [s.slot for s in self.running]
-        positions = [s.position for s in self.running]
-        self.logits = self.engine.runner.decode(self.pool, slots, chosen, positions)
-        for s in self.running:
-            s.position += 1
+    def _forward(self) -> torch.Tensor:
+        """One forward pass over every running row's pending tokens, each from its own position;
+        identical new prompts (n samples of a question) run once and their keys are copied. Returns
+        the next-token logits, (running, vocab)."""
+        first: dict[tuple[int, ...], Sequence] = {}
+        runs, copies = [], []
+        for seq in self.running:
+            key = tuple(seq.pending) if seq.position == 0 else None
+            if key is not None and key in first:
+                copies.append((first[key], seq))
+            else:
+                runs.append(seq)
+                if key is not None:
+                    first[key] = seq
+        self._make_room(max(s.position + len(s.pending) for s in runs) + 1)
+        logits = self.engine.runner.forward(
+            self.pool, [s.slot for s in runs], [s.pending for s in runs], [s.position for s in runs]
+        )
+        row_of = {id(s): i for i, s in enumerate(runs)}
+        for src, dst in copies:
+            self.pool.copy(src.slot, dst.slot, len(src.pending))
+            row_of[id(dst)] = row_of[id(src)]
+        for seq in self.running:
+            seq.position += len(seq.pending)
+            seq.pending = []
+        if copies:
+            order = [row_of[id(s)] for s in self.running]
+            logits = logits.index_select(0, torch.tensor(order, device=logits.device))
+        return logits
 
     # --- joining and leaving ------------------------------------------------------------------------
 
@@ -222,44 +245,17 @@ class LiveBatch:
             seq.slot = self._take_slot()
             self.waiting.popleft()
             joining.append(seq)
+        for seq in joining:
+            seq.status = "running"
         if joining:
-            self._prefill(joining)
-
-    def _prefill(self, joining: list[Sequence]) -> None:
-        """One prefill for every joiner; identical new prompts run once and their keys are copied."""
-        first: dict[tuple[int, ...], Sequence] = {}
-        runs, copies = [], []
-        for seq in joining:
-            key = tuple(seq.pending) if seq.position == 0 else None
-            if key is not None and key in first:
-                copies.append((first[key], seq))
-            else:
-                runs.append(seq)
-                if key is not None:
-                    first[key] = seq
-        self._make_room(max(s.position + len(s.pending) for s in runs) + 1)
-        logits = self.engine.runner.prefill(
-            self.pool, [s.slot for s in runs], [s.pending for s in runs], [s.position for s in runs]
-        )
-        row_of = {id(s): i for i, s in enumerate(runs)}
-        for src, dst in copies:
-            self.pool.copy(src.slot, dst.slot, len(src.pending))
-            row_of[id(dst)] = row_of[id(src)]
-        order = torch.tensor([row_of[id(s)] for s in joining], device=logits.device)
-        for seq in joining:
-            seq.position += len(seq.pending)
-            seq.pending, seq.status = [], "running"
-        new_logits = logits.index_select(0, order)
-        self.logits = new_logits if self.logits is None or not self.running else torch.cat([self.logits, new_logits])
-        self.running += joining
-        self.rules = None
+            self.running += joining
+            self.rules = None
 
     def _keep(self, keep: list[int]) -> None:
         """Drop the rows not in `keep` from the running list (their slots are handled by the caller)."""
         if len(keep) == len(self.running):
             return
         self.running = [self.running[i] for i in keep]
-        self.logits = self.logits[keep] if keep else None
         self.rules = None
 
     def reserve(self, rows: int, capacity: int) -> None:
@@ -274,11 +270,21 @@ class LiveBatch:
         return heapq.heappop(self.free)
 
     def _grow_rows(self) -> int:
-        """More slots (geometric growth up to max_batch), each long enough for the waiting requests'
-        prompts and token budgets, so decoding rarely has to grow the pool again."""
-        rows = min(self.max_batch, max(self.pool.rows * GROWTH, self.pool.rows + len(self.waiting) + 1))
+        """More slots, each long enough for the waiting requests' prompts and token budgets, so
+        decoding rarely has to grow the pool again. A lazy pool (only written pages cost memory)
+        that fits EAGER_POOL_BYTES takes all `max_batch` rows at once, as long as the model's
+        context where that fits too: requests joining later then copy nothing. Otherwise the rows
+        grow geometrically (each growth copies the pool once)."""
         need = max((len(s.pending) + s.params.max_tokens + 1 for s in self.waiting), default=0)
-        self.pool.allocate(rows, max(self.pool.capacity, need, 64))
+        capacity = max(self.pool.capacity, need, 64)
+        rows = min(self.max_batch, max(self.pool.rows * GROWTH, self.pool.rows + len(self.waiting) + 1))
+        if getattr(self.pool, "lazy", False):
+            context = max(capacity, self.engine.runner.context or 0)
+            if self.pool.bytes_for(self.max_batch, context) <= EAGER_POOL_BYTES:
+                rows, capacity = self.max_batch, context
+            elif self.pool.bytes_for(self.max_batch, capacity) <= EAGER_POOL_BYTES:
+                rows = self.max_batch
+        self.pool.allocate(rows, capacity)
         return rows
 
     def _release(self, seq: Sequence) -> None:

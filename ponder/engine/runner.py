@@ -25,6 +25,7 @@ RoPE scaling type the checkpoint declares is honoured.
 from __future__ import annotations
 
 import bisect
+import itertools
 from typing import NamedTuple
 
 import torch
@@ -60,6 +61,16 @@ class KVPool:
         self.rows = self.capacity = 0
         self.k: list[torch.Tensor] = []
         self.v: list[torch.Tensor] = []
+        # the compiled step reads only keys that a sequence wrote, so its pool can be left
+        # uninitialised: the OS maps a page on its first write, and slots no sequence reaches cost
+        # address space, not memory. torch's step reads whole views of the pool (masked), so zeros.
+        self.lazy = runner.step_args is not None
+
+    def bytes_for(self, rows: int, capacity: int) -> int:
+        """The keys and values of `rows` slots of `capacity` tokens, every layer."""
+        r = self.runner
+        element = r.core.embed_tokens.weight.element_size()
+        return 2 * len(r.core.layers) * rows * r.kv_heads * (capacity + 1) * r.head_dim * element
 
     @torch.inference_mode()
     def allocate(self, rows: int, capacity: int) -> None:
@@ -71,8 +82,9 @@ class KVPool:
         r = self.runner
         like = r.core.embed_tokens.weight
         shape = (rows, r.kv_heads, capacity + 1, r.head_dim)  # + 1: the spare slot
-        k = [torch.zeros(shape, dtype=like.dtype, device=like.device) for _ in r.core.layers]
-        v = [torch.zeros(shape, dtype=like.dtype, device=like.device) for _ in r.core.layers]
+        make = torch.empty if self.lazy else torch.zeros
+        k = [make(shape, dtype=like.dtype, device=like.device) for _ in r.core.layers]
+        v = [make(shape, dtype=like.dtype, device=like.device) for _ in r.core.layers]
         bias = torch.full((rows, capacity + 1), float("-inf"), dtype=like.dtype, device=like.device)
         bias[:, 0] = 0.0  # a free row attends to slot 0 (garbage, but no empty softmax, no NaN)
         if self.rows:
@@ -115,6 +127,7 @@ class LlamaRunner:
         self.heads = cfg.num_attention_heads
         self.kv_heads = getattr(cfg, "num_key_value_heads", None) or self.heads
         self.scaling = attn.scaling
+        self.context = getattr(cfg, "max_position_embeddings", None)  # the longest a pool needs to be, usually
         # ponder's compiled CPU decode step (kernels.py, csrc/decode.cpp); None: the torch step below
         self.compiled = decode_kernels() if self.device.type == "cpu" else None
         self.version = None
@@ -180,15 +193,61 @@ class LlamaRunner:
         assert len(tensors) == self.compiled.LAYER_TENSORS * len(self.layers)
         return tensors, eps, scales
 
-    def new_pool(self) -> KVPool:
-        return KVPool(self)
+    def new_pool(self, lazy: bool | None = None) -> KVPool:
+        """A pool for `forward`; `lazy=False` zeroes it, as `prefill` and `decode` called directly
+        (torch's step) need."""
+        pool = KVPool(self)
+        pool.lazy = pool.lazy if lazy is None else lazy
+        return pool
 
     # --- forward ------------------------------------------------------------------------------------
 
     @torch.inference_mode()
+    def forward(self, pool: KVPool, slots: list[int], chunks: list[list[int]], starts: list[int]) -> torch.Tensor:
+        """Run each chunk of tokens on its slot from position `starts[i]`: a running sequence's one new
+        token, a joining prompt (from 0), a tool's output (from the paused sequence's length). Logits
+        (len(chunks), vocab) at each chunk's last token.
+
+        On a CPU in float32 all chunks run as one flat batch of tokens through the compiled step
+        (decode and prefill share its matmuls); elsewhere the one-token chunks run as `decode` and
+        the longer ones as `prefill`, torch's versions of the same step."""
+        if self.step_args is not None:
+            return self._logits(self._compiled_forward(pool, slots, chunks, starts))
+        one = [i for i, chunk in enumerate(chunks) if len(chunk) == 1]
+        many = [i for i, chunk in enumerate(chunks) if len(chunk) > 1]
+        if not many:
+            return self.decode(pool, slots, [chunk[0] for chunk in chunks], starts)
+        if not one:
+            return self.prefill(pool, slots, chunks, starts)
+        decoded = self.decode(pool, [slots[i] for i in one], [chunks[i][0] for i in one], [starts[i] for i in one])
+        prefilled = self.prefill(pool, [slots[i] for i in many], [chunks[i] for i in many], [starts[i] for i in many])
+        logits = torch.cat([decoded, prefilled])
+        return logits.index_copy(0, torch.tensor(one + many, device=logits.device), logits)  # chunk order
+
+    def _compiled_forward(self, pool: KVPool, slots: list[int], chunks: list[list[int]], starts: list[int]):
+        """Every chunk's tokens as one flat batch, each at its (slot, position), through
+        csrc/decode.cpp; hidden states at each chunk's last token. A token attends to its own row's
+        keys [0, its position]: the keys of the tokens before it in its chunk are written in the
+        same call, so a prompt's attention is causal with no mask to build."""
+        tensors, eps, scales = self.step_args
+        if all(len(chunk) == 1 for chunk in chunks):  # a decode step: one token per row
+            tokens, rows, positions, last = [chunk[0] for chunk in chunks], slots, starts, None
+        else:
+            tokens = [token for chunk in chunks for token in chunk]
+            rows = [slot for slot, chunk in zip(slots, chunks, strict=True) for _ in chunk]
+            positions = [start + i for start, chunk in zip(starts, chunks, strict=True) for i in range(len(chunk))]
+            last = torch.tensor(list(itertools.accumulate(map(len, chunks)))) - 1
+        x = self.compiled.forward_tokens(
+            torch.tensor(tokens), torch.tensor(rows), torch.tensor(positions), self.core.embed_tokens.weight,
+            tensors, pool.k, pool.v, pool.bias, pool.cos, pool.sin_signed, self.heads, self.kv_heads, eps, scales,
+            PACKED_MIN_ROWS,
+        )  # fmt: skip
+        return x if last is None else x.index_select(0, last)
+
+    @torch.inference_mode()
     def prefill(self, pool: KVPool, slots: list[int], chunks: list[list[int]], starts: list[int]) -> torch.Tensor:
-        """Run each chunk of tokens on its slot from position `starts[i]` (0 for a new prompt; a
-        paused sequence's length for a tool's output); logits (J, vocab) at each chunk's last token."""
+        """torch's step for chunks of tokens (see `forward`): padded to the longest, attention by SDPA
+        over the rows' gathered keys; logits (J, vocab) at each chunk's last token."""
         device, C = self.device, pool.capacity
         T = max(map(len, chunks))
         tokens = torch.tensor([c + [0] * (T - len(c)) for c in chunks], device=device)
@@ -209,15 +268,14 @@ class LlamaRunner:
 
     @torch.inference_mode()
     def decode(self, pool: KVPool, slots: list[int], tokens: list[int], positions: list[int]) -> torch.Tensor:
-        """One token for each running slot, at its position; logits (len(slots), vocab).
+        """torch's step for one token per running slot, at its position (see `forward`); logits
+        (len(slots), vocab).
 
         When the running slots fill most of rows [0, hi), those rows run as one batch of views of
         the pool (a free or paused row in between runs token 0 into the spare slot; its output is
         dropped). When fewer than half do (a group's long tail), only the running rows run and their
         keys are gathered: a copy no larger than the attention's own reads, instead of computing
         every empty row below the highest running one."""
-        if self.step_args is not None:
-            return self._logits(self._compiled_decode(pool, slots, tokens, positions))
         device, hi, end = self.device, max(slots) + 1, max(positions) + 1
         index = torch.tensor(slots, device=device)
         sparse = len(slots) * 2 <= hi
@@ -238,16 +296,6 @@ class LlamaRunner:
         x = self._run(pool, token_t[:, None], position_t[:, None], rows, end, mask, views=not sparse, split=split)
         logits = self._logits(x[:, 0])
         return logits if sparse or in_order else logits.index_select(0, index)
-
-    def _compiled_decode(self, pool: KVPool, slots: list[int], tokens: list[int], positions: list[int]):
-        """The same step as the torch code below, as one call into csrc/decode.cpp: only the running
-        rows run, each attending to its own keys [0, position] (no idle rows, no gathers)."""
-        tensors, eps, scales = self.step_args
-        return self.compiled.decode_step(
-            torch.tensor(tokens), torch.tensor(slots), torch.tensor(positions), self.core.embed_tokens.weight,
-            tensors, pool.k, pool.v, pool.bias, pool.cos, pool.sin_signed, self.heads, self.kv_heads, eps, scales,
-            PACKED_MIN_ROWS,
-        )  # fmt: skip
 
     def _run(self, pool: KVPool, tokens, writes, rows, end, mask, views: bool = False, split=None) -> torch.Tensor:
         """The layers over `tokens` (B, T), each written to `writes` (B, T) of its row in `rows`.

@@ -1,5 +1,7 @@
-// ponder's compiled CPU decode step: one token for each running sequence through every layer of a
-// Llama-family decoder, over the runner's pool of KV-cache slots (ponder/engine/runner.py).
+// ponder's compiled CPU forward pass for the decode loop: a flat batch of tokens, each at its own
+// (row, position) of the runner's pool of KV-cache slots (ponder/engine/runner.py), through every
+// layer of a Llama-family decoder. A decode step is one token per running sequence; a joining
+// prompt or a tool's output is several tokens of one row; one call runs both together.
 //
 // Why our own: at decode time a small model's step is not its matmuls. For the shipped base (4
 // layers, 64 rows) the torch version of the step ran about 25 ATen calls per layer from Python, and
@@ -14,9 +16,10 @@
 //               x += (silu(rms(x) W_gate) * rms(x) W_up) W_down
 //   return x    (the runner applies the final norm and the head to it)
 //
-// Attention reads each (row, kv head)'s keys and values once, in blocks (an online softmax, as
-// flash decoding does), only up to that row's own position, and prefetches the next (row, head)
-// while it computes this one. Built on first use by torch.utils.cpp_extension (kernels.py); where
+// Every token's key is written before any token attends, and a token attends to its row's keys
+// [0, its position] only: so the tokens of one prompt attend causally, with no mask to build.
+// Attention reads each (token, kv head)'s keys and values once, in blocks (an online softmax, as
+// flash decoding does), and prefetches the next (token, head)'s while it computes this one. Built on first use by torch.utils.cpp_extension (kernels.py); where
 // it cannot be built, the runner's torch version of the same step runs.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -231,10 +234,10 @@ void check_rows(const at::Tensor& t, const char* name) {
 //   gate_up packed, gate_up bias, down weight, down packed, down bias, q_norm, k_norm
 constexpr int64_t LAYER_TENSORS = 16;
 
-// One decode step for B sequences: tokens[b] at positions[b] of pool row rows[b]. Returns the
-// hidden states after the last layer, (B, hidden). eps: per layer [ln1, ln2, q/k norm];
+// The forward pass of B tokens: tokens[b] at positions[b] of pool row rows[b]. Returns the hidden
+// states after the last layer, (B, hidden). eps: per layer [ln1, ln2, q/k norm];
 // scales: per layer, the attention scale left after the runner folded the rest into W_q.
-at::Tensor decode_step(at::Tensor tokens, at::Tensor rows, at::Tensor positions, at::Tensor embed,
+at::Tensor forward_tokens(at::Tensor tokens, at::Tensor rows, at::Tensor positions, at::Tensor embed,
                        std::vector<at::Tensor> layers, std::vector<at::Tensor> k_pools,
                        std::vector<at::Tensor> v_pools, at::Tensor bias, at::Tensor cos, at::Tensor sin_signed,
                        int64_t heads, int64_t kv_heads, std::vector<double> eps, std::vector<double> scales,
@@ -243,8 +246,8 @@ at::Tensor decode_step(at::Tensor tokens, at::Tensor rows, at::Tensor positions,
     const int64_t n_layers = static_cast<int64_t>(k_pools.size());
     TORCH_CHECK(static_cast<int64_t>(layers.size()) == n_layers * LAYER_TENSORS && v_pools.size() == k_pools.size()
                 && static_cast<int64_t>(eps.size()) == 3 * n_layers && static_cast<int64_t>(scales.size()) == n_layers,
-                "decode_step: per-layer arguments do not match the number of layers");
-    TORCH_CHECK(embed.scalar_type() == at::kFloat && bias.scalar_type() == at::kFloat, "decode_step: float32 only");
+                "forward_tokens: per-layer arguments do not match the number of layers");
+    TORCH_CHECK(embed.scalar_type() == at::kFloat && bias.scalar_type() == at::kFloat, "forward_tokens: float32 only");
     const Shape s{heads, kv_heads, k_pools[0].size(3)};
     const int64_t *rp = rows.data_ptr<int64_t>(), *pp = positions.data_ptr<int64_t>();
     float* bp = bias.data_ptr<float>();
@@ -274,7 +277,7 @@ at::Tensor decode_attention(at::Tensor q, at::Tensor rows, at::Tensor positions,
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-    m.def("decode_step", &decode_step, "one decode step of a Llama-family decoder over the KV pool");
+    m.def("forward_tokens", &forward_tokens, "a Llama-family decoder's layers over tokens at (row, position) of the KV pool");
     m.def("decode_attention", &decode_attention, "softmax(scale * q.K^T + bias) V over pool rows, one query each");
     m.attr("LAYER_TENSORS") = LAYER_TENSORS;
 }
