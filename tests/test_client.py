@@ -104,7 +104,7 @@ def test_a_seeded_request_gets_the_same_tokens_alone_and_in_a_batch_of_16(engine
 
 def test_an_aborted_request_frees_its_slot_within_one_step(endless):
     engine = endless
-    params = SamplingParams(temperature=1.0, max_tokens=200, seed=0)
+    params = SamplingParams(temperature=1.0, max_tokens=20_000, seed=0)
     prompt = engine.format.prompt("How many r are in strawberry?")
 
     async def scenario():
@@ -132,7 +132,7 @@ def test_a_full_queue_is_refused_at_once(endless):
         client = AsyncEngineClient(engine, max_batch=1, max_waiting=1)
         prompt = engine.format.prompt("Compute 1+1.")
         try:
-            running = client.generate(prompt, SamplingParams(max_tokens=200, seed=0))
+            running = client.generate(prompt, SamplingParams(max_tokens=20_000, seed=0))
             await running.__anext__()
             queued = client.generate(prompt, SamplingParams(max_tokens=5, seed=0))
             task = asyncio.ensure_future(queued.__anext__())

@@ -59,7 +59,7 @@ def random_model(model_type: str, vocab: int = 97):
 
 
 @pytest.mark.parametrize("model_type", ["llama", "qwen2", "qwen3"])
-@pytest.mark.parametrize("rows", [3, 20])  # under and over the packed linears' threshold
+@pytest.mark.parametrize("rows", [3, 60])  # under and over the packed linears' threshold
 @pytest.mark.parametrize("joining", [False, True])  # a decode step alone, or with prompts joining
 def test_the_compiled_step_gives_what_the_torch_step_gives(kernels, model_type, rows, joining):
     """One token for each of `rows` running rows at scattered slots and positions, and (`joining`)
@@ -69,7 +69,7 @@ def test_the_compiled_step_gives_what_the_torch_step_gives(kernels, model_type, 
     runner = LlamaRunner(random_model(model_type))
     assert runner.step_args is not None, "a float32 model on a CPU should take the compiled step"
     random.seed(rows)
-    slots = random.sample(range(32), rows + 3)
+    slots = random.sample(range(80), rows + 3)
     starts = [random.randint(0, 60) for _ in slots]
     chunks = [[random.randrange(97)] for _ in slots]
     if joining:
@@ -80,7 +80,7 @@ def test_the_compiled_step_gives_what_the_torch_step_gives(kernels, model_type, 
     pools = []
     for _ in range(2):  # the same history in two pools: a key at each earlier position of each row
         pool = runner.new_pool()
-        pool.allocate(32, 80)
+        pool.allocate(80, 80)
         torch.manual_seed(1)
         with torch.inference_mode():
             for t in pool.k + pool.v:
@@ -110,7 +110,7 @@ def test_the_switch_turns_the_compiled_step_off(monkeypatch):
     assert decode_kernels.__wrapped__() is None
 
 
-@pytest.mark.parametrize("rows", [1, 11, 12, 64])  # both sides of PACKED_MIN_ROWS
+@pytest.mark.parametrize("rows", [1, 12, 13, 64])  # both sides of PACKED_MIN_MACS (12.2 rows here)
 def test_a_packed_linear_gives_what_f_linear_gives(rows):
     from ponder.engine.linear import Linear
 

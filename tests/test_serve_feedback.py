@@ -24,7 +24,7 @@ from ponder.cli.serve import context_length
 from ponder.engine import Engine
 from ponder.engine.client import AsyncEngineClient
 from ponder.serve.background import BackgroundServer
-from ponder.serve.feedback import FeedbackStore
+from ponder.serve.feedback import CompletionRow, FeedbackStore
 from ponder.serve.serving_common import ServerState
 
 MESSAGES = [{"role": "user", "content": "Compute 27+56."}]
@@ -130,3 +130,44 @@ def test_a_write_survives_a_killed_server(tmp_path):
     assert db.execute("SELECT rating, source FROM feedback WHERE completion_id = ?", (reply["id"],)).fetchall() == [
         (1, "api")
     ]
+
+
+def completion_row(i: int, **overrides) -> CompletionRow:
+    fields = dict(id=f"chatcmpl-{i}", choice=0, endpoint="chat.completions", model="m", messages=MESSAGES,
+                  prompt="p", completion="c", thinking="", answer="c", summary=None, tool_calls=[],
+                  finish_reason="stop", completion_tokens=1, reasoning_tokens=0, sampling={})  # fmt: skip
+    return CompletionRow(**{**fields, **overrides})
+
+
+def test_concurrent_saves_commit_together_and_a_bad_one_fails_alone(tmp_path):
+    """Saves that arrive while a commit is on its way to disk share the next transaction (group
+    commit); every awaited save is committed when it returns; a request whose rows cannot be written
+    fails on its own, and the others in its group are still stored."""
+    import asyncio
+
+    store = FeedbackStore(tmp_path / "feedback.sqlite")
+    transactions = []
+    save = store._save
+
+    def slow_save(rows):
+        transactions.append(len(rows))
+        time.sleep(0.02)  # a disk flush: the other requests' rows queue meanwhile
+        save(rows)
+
+    store._save = slow_save
+
+    async def burst(rows):
+        return await asyncio.gather(*(store.save_completions([row]) for row in rows), return_exceptions=True)
+
+    try:
+        results = asyncio.run(burst([completion_row(i) for i in range(40)]))
+        assert results == [None] * 40
+        assert len(transactions) < 10, f"40 concurrent saves took {len(transactions)} transactions: no group commit"
+        bad = completion_row(99, messages=[{"unserialisable": object()}])
+        results = asyncio.run(burst([completion_row(40), bad, completion_row(41)]))
+    finally:
+        store.close()
+    assert results[0] is None and results[2] is None and isinstance(results[1], TypeError)
+    with sqlite3.connect(tmp_path / "feedback.sqlite") as db:
+        ids = {row[0] for row in db.execute("SELECT id FROM completions")}
+    assert ids == {f"chatcmpl-{i}" for i in range(42)}

@@ -29,7 +29,7 @@ from types import ModuleType
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).parent / "csrc" / "decode.cpp"
+SOURCE = Path(__file__).parent / "csrc" / "decode.cpp"  # which includes csrc/gemm.h
 # the dot products are summed in vector lanes (reassociation); no -ffast-math: the mask is -inf
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fassociative-math", "-fno-signed-zeros",
          "-fno-trapping-math"]  # fmt: skip
@@ -68,7 +68,8 @@ def _digest() -> str:
                        if line.startswith(("model name", "flags")))  # fmt: skip
     except OSError:
         pass
-    key = f"{SOURCE.read_text()}|{FLAGS}|{torch.__version__}|{cpu}"
+    sources = "".join(path.read_text() for path in sorted(SOURCE.parent.iterdir()))
+    key = f"{sources}|{FLAGS}|{torch.__version__}|{cpu}"
     return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 

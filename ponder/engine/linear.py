@@ -1,14 +1,18 @@
-"""The decode loop's linear layers: torch's `F.linear`, or oneDNN's with the weight packed once.
+"""The decode loop's linear layers: ponder's kernel, oneDNN's, or torch's `F.linear`, with the weight
+packed once.
 
-    proj = Linear(weight, bias, pack=True)       # packed for oneDNN where that is available
+    proj = Linear(weight, bias, pack=True, kernels=decode_kernels())
     y = proj(x)                                  # (..., in) -> (..., out)
+
+With the compiled kernels on an AVX-512 CPU the weight is packed for ponder's own small-batch matrix
+multiply (csrc/gemm.h: faster than both below at every decode batch size measured). Otherwise:
 
 At the batch sizes of decode (tens of rows by a few hundred columns) a CPU matmul spends much of
 each call laying the weight out for its kernel. oneDNN can take the weight laid out once (the op
 inductor uses for frozen CPU linears), which the runner redoes only when the weights change (once per
-weight version, with the QKV / gate-up fusion). Below PACKED_MIN_ROWS rows (a single request's
-decode step) the plain call is as fast, and it is the only path on a GPU, for other dtypes, or on
-a torch built without oneDNN.
+weight version, with the QKV / gate-up fusion). Below PACKED_MIN_MACS multiply-adds (a single
+request's decode step, a small projection of a few rows) the plain call is faster, and it is the
+only path on a GPU, for other dtypes, or on a torch built without oneDNN.
 """
 
 from __future__ import annotations
@@ -20,17 +24,32 @@ import torch.nn.functional as F
 
 log = logging.getLogger(__name__)
 
-PACKED_MIN_ROWS = 12
+# oneDNN's call costs about 10 us of set-up that MKL's does not: below this many multiply-adds
+# (rows x out x in) F.linear is faster. Measured on a 2-core EPYC, one thread: at 14 rows the
+# 128 x 128 projection is 6.8 us with F.linear against 11.3 packed; 128 -> 768 is 33.9 against 21.7.
+PACKED_MIN_MACS = 600_000
+_NONE = torch.empty(0)
 PACK_HINT_ROWS = 64  # the batch size oneDNN lays the weight out for (any row count works)
 
 
 class Linear:
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, pack: bool = False):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, pack: bool = False, kernels=None):
         self.weight, self.bias = weight, bias
-        self.packed = _packed(weight) if pack else None
+        self.kernels, self.ours, self.packed = kernels, None, None
+        if pack and kernels is not None and weight.device.type == "cpu" and weight.dtype == torch.float32:
+            with torch.no_grad():
+                self.ours = kernels.pack_linear(weight.detach()) if weight.dim() == 2 else None
+            if self.ours is not None and self.ours.numel() == 0:  # no AVX-512 in this build
+                self.ours = None
+        if pack and self.ours is None:
+            self.packed = _packed(weight)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.packed is not None and x.numel() >= PACKED_MIN_ROWS * x.shape[-1]:
+        if self.ours is not None:
+            bias = self.bias if self.bias is not None else _NONE
+            flat = self.kernels.linear(x.reshape(-1, x.shape[-1]), self.ours, self.weight.shape[0], bias)
+            return flat.view(*x.shape[:-1], flat.shape[-1])
+        if self.packed is not None and x.numel() * self.weight.shape[0] >= PACKED_MIN_MACS:
             flat = torch.ops.mkldnn._linear_pointwise(
                 x.reshape(-1, x.shape[-1]), self.packed, self.bias, "none", [], ""
             )

@@ -32,9 +32,10 @@ import torch
 import torch.nn.functional as F
 
 from ponder.engine.kernels import decode_kernels
-from ponder.engine.linear import PACKED_MIN_ROWS, Linear
+from ponder.engine.linear import PACKED_MIN_MACS, Linear
 
 SUPPORTED = ("llama", "qwen2", "qwen3", "mistral")
+EVERY_TOKEN = torch.empty(0, dtype=torch.long)  # the compiled forward's `last`: logits at every token
 
 
 class _Layer(NamedTuple):
@@ -164,14 +165,22 @@ class LlamaRunner:
             gate_up = torch.cat([_weight(m.gate_proj), _weight(m.up_proj)])
             self.layers.append(
                 _Layer(
-                    layer.input_layernorm, Linear(qkv_w, qkv_b, pack=True), _linear(a.o_proj),
-                    layer.post_attention_layernorm, Linear(gate_up, pack=True), _linear(m.down_proj),
+                    layer.input_layernorm, self._linear(qkv_w, qkv_b), self._linear_of(a.o_proj),
+                    layer.post_attention_layernorm, self._linear(gate_up), self._linear_of(m.down_proj),
                     getattr(a, "q_norm", None), getattr(a, "k_norm", None), self.scaling / fold,
                 )
             )  # fmt: skip
         head = self.hf.lm_head  # a plain (or LoRA) linear layer; any other head module runs as it is
-        self.head = _linear(head) if isinstance(head, torch.nn.Linear) or hasattr(head, "base_layer") else head
+        linear_head = isinstance(head, torch.nn.Linear) or hasattr(head, "base_layer")
+        self.head = self._linear_of(head) if linear_head else head
         self.step_args = self._compiled_step_args()
+
+    def _linear(self, weight: torch.Tensor, bias: torch.Tensor | None = None) -> Linear:
+        return Linear(weight, bias, pack=True, kernels=self.compiled)
+
+    def _linear_of(self, module) -> Linear:
+        """A model's linear layer (LoRA folded in) as the decode loop runs it."""
+        return self._linear(_weight(module), _bias(module))
 
     def _compiled_step_args(self) -> tuple | None:
         """The compiled step's per-layer tensors (csrc/decode.cpp's order; an empty tensor for none),
@@ -183,7 +192,7 @@ class LlamaRunner:
         for w in self.layers:
             for item in (w.ln1, w.qkv, w.o, w.ln2, w.gate_up, w.down):
                 if isinstance(item, Linear):
-                    tensors += [item.weight, _or(item.packed, none), _or(item.bias, none)]
+                    tensors += [item.weight, _or(item.packed, none), _or(item.ours, none), _or(item.bias, none)]
                 else:
                     tensors.append(item.weight.contiguous())
             tensors += [_or(w.q_norm and w.q_norm.weight, none), _or(w.k_norm and w.k_norm.weight, none)]
@@ -191,7 +200,11 @@ class LlamaRunner:
             scales.append(w.scale)
         tensors = [t.detach() for t in tensors]
         assert len(tensors) == self.compiled.LAYER_TENSORS * len(self.layers)
-        return tensors, eps, scales
+        head = []  # the head in the compiled call when it is a linear layer; else run after it
+        if isinstance(self.head, Linear):
+            head = [self.head.weight, _or(self.head.packed, none), _or(self.head.ours, none), _or(self.head.bias, none)]
+        norm = self.core.norm
+        return tensors, eps, scales, norm.weight.detach(), _eps(norm), [t.detach() for t in head]
 
     def new_pool(self, lazy: bool | None = None) -> KVPool:
         """A pool for `forward`; `lazy=False` zeroes it, as `prefill` and `decode` called directly
@@ -212,7 +225,7 @@ class LlamaRunner:
         (decode and prefill share its matmuls); elsewhere the one-token chunks run as `decode` and
         the longer ones as `prefill`, torch's versions of the same step."""
         if self.step_args is not None:
-            return self._logits(self._compiled_forward(pool, slots, chunks, starts))
+            return self._compiled_forward(pool, slots, chunks, starts)
         one = [i for i, chunk in enumerate(chunks) if len(chunk) == 1]
         many = [i for i, chunk in enumerate(chunks) if len(chunk) > 1]
         if not many:
@@ -226,23 +239,23 @@ class LlamaRunner:
 
     def _compiled_forward(self, pool: KVPool, slots: list[int], chunks: list[list[int]], starts: list[int]):
         """Every chunk's tokens as one flat batch, each at its (slot, position), through
-        csrc/decode.cpp; hidden states at each chunk's last token. A token attends to its own row's
+        csrc/decode.cpp; logits at each chunk's last token. A token attends to its own row's
         keys [0, its position]: the keys of the tokens before it in its chunk are written in the
         same call, so a prompt's attention is causal with no mask to build."""
-        tensors, eps, scales = self.step_args
+        tensors, eps, scales, norm, norm_eps, head = self.step_args
         if all(len(chunk) == 1 for chunk in chunks):  # a decode step: one token per row
-            tokens, rows, positions, last = [chunk[0] for chunk in chunks], slots, starts, None
+            tokens, rows, positions, last = [chunk[0] for chunk in chunks], slots, starts, EVERY_TOKEN
         else:
             tokens = [token for chunk in chunks for token in chunk]
             rows = [slot for slot, chunk in zip(slots, chunks, strict=True) for _ in chunk]
             positions = [start + i for start, chunk in zip(starts, chunks, strict=True) for i in range(len(chunk))]
             last = torch.tensor(list(itertools.accumulate(map(len, chunks)))) - 1
-        x = self.compiled.forward_tokens(
+        out = self.compiled.forward_tokens(
             torch.tensor(tokens), torch.tensor(rows), torch.tensor(positions), self.core.embed_tokens.weight,
             tensors, pool.k, pool.v, pool.bias, pool.cos, pool.sin_signed, self.heads, self.kv_heads, eps, scales,
-            PACKED_MIN_ROWS,
+            last, norm, norm_eps, head, PACKED_MIN_MACS,
         )  # fmt: skip
-        return x if last is None else x.index_select(0, last)
+        return out if head else self.head(out).float()
 
     @torch.inference_mode()
     def prefill(self, pool: KVPool, slots: list[int], chunks: list[list[int]], starts: list[int]) -> torch.Tensor:
@@ -401,11 +414,6 @@ def _weight(linear) -> torch.Tensor:
                     weight = weight + linear.get_delta_weight(name)
         return weight
     return linear.weight
-
-
-def _linear(module) -> Linear:
-    """A model's linear layer (LoRA folded in) as the decode loop runs it."""
-    return Linear(_weight(module), _bias(module), pack=True)
 
 
 def _bias(linear) -> torch.Tensor | None:

@@ -79,7 +79,6 @@ class Sequence:
         self.pending = list(prompt_ids)  # tokens to run through the model when it (re-)joins
         self.slot: int | None = None
         self.status = "waiting"  # waiting | running | paused | finished
-        self.wait_ids = list(fmt.encode(WAIT_TEXT))
         self.pause_on = list(pause_on) + ([TOOL_CALL_CLOSE] if params.tools else [])
 
     # --- choosing the next token -------------------------------------------------------------------
@@ -113,7 +112,7 @@ class Sequence:
         count = self.rollout.thinking_tokens
         wants_to_close = sampled == fmt.think_close[0] or sampled in fmt.end_ids
         if wants_to_close and count < p.min_thinking_tokens:
-            return list(self.wait_ids)
+            return list(fmt.encode(WAIT_TEXT))
         if p.max_thinking_tokens is not None and count + len(fmt.newline) >= p.max_thinking_tokens:
             return list(fmt.newline + fmt.think_close)  # the "\n" is a thinking token: start within budget
         return []

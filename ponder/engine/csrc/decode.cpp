@@ -24,6 +24,7 @@
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
+#include "gemm.h"
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -79,18 +80,45 @@ inline void rope_row(const float* x, const float* cos, const float* sin_signed, 
     for (int64_t i = half; i < D; ++i) out[i] = x[i] * cos[i] + x[i - half] * sin_signed[i];
 }
 
-// A linear layer: oneDNN's op on the packed weight from `min_rows` rows up, else at::linear.
-at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& packed, const at::Tensor& bias,
-                  int64_t min_rows) {
-    const bool has_bias = bias.numel() > 0;
-    if (packed.numel() > 0 && x.size(0) >= min_rows) {
+// A linear layer's tensors, in the order the runner lists them: the weight (N, K), oneDNN's packed
+// copy, ours (gemm.h), the bias; an empty tensor for each one it has not.
+struct Linear {
+    const at::Tensor *weight, *onednn, *ours, *bias;
+    explicit Linear(const at::Tensor* t) : weight(t), onednn(t + 1), ours(t + 2), bias(t + 3) {}
+};
+constexpr int64_t LINEAR_TENSORS = 4;
+
+// x W^T + bias: our kernel where the weight is packed for it; else oneDNN's op on its packed weight
+// from `min_macs` multiply-adds up (its call costs about 10 us of set-up, which only a large enough
+// product repays); else at::linear.
+at::Tensor linear(const at::Tensor& x, const Linear& w, int64_t min_macs) {
+    const bool has_bias = w.bias->numel() > 0;
+    const int64_t M = x.size(0), N = w.weight->size(0), K = w.weight->size(1);
+    if (w.ours->numel() > 0) {
+        auto y = at::empty({M, N}, x.options());
+        gemm::multiply(x.data_ptr<float>(), M, K, w.ours->data_ptr<float>(), N,
+                       has_bias ? w.bias->data_ptr<float>() : nullptr, y.data_ptr<float>(), false);
+        return y;
+    }
+    if (w.onednn->numel() > 0 && M * N * K >= min_macs) {
         static const auto op = c10::Dispatcher::singleton().findSchemaOrThrow("mkldnn::_linear_pointwise", "");
-        std::vector<c10::IValue> stack{x, packed, has_bias ? c10::IValue(bias) : c10::IValue(), std::string("none"),
-                                       c10::List<std::optional<at::Scalar>>(), std::string("")};
+        std::vector<c10::IValue> stack{x, *w.onednn, has_bias ? c10::IValue(*w.bias) : c10::IValue(),
+                                       std::string("none"), c10::List<std::optional<at::Scalar>>(), std::string("")};
         op.callBoxed(&stack);
         return stack[0].toTensor();
     }
-    return has_bias ? at::linear(x, weight, bias) : at::linear(x, weight);
+    return has_bias ? at::linear(x, *w.weight, *w.bias) : at::linear(x, *w.weight);
+}
+
+// out += x W^T + bias (a residual connection), written in place by our kernel where it runs.
+void linear_add(const at::Tensor& x, const Linear& w, at::Tensor& out, int64_t min_macs) {
+    if (w.ours->numel() == 0) {
+        out.add_(linear(x, w, min_macs));
+        return;
+    }
+    const int64_t N = w.weight->size(0), K = w.weight->size(1);
+    gemm::multiply(x.data_ptr<float>(), x.size(0), K, w.ours->data_ptr<float>(), N,
+                   w.bias->numel() > 0 ? w.bias->data_ptr<float>() : nullptr, out.data_ptr<float>(), true);
 }
 
 struct Shape {
@@ -229,19 +257,22 @@ void check_rows(const at::Tensor& t, const char* name) {
 
 }  // namespace
 
-// The per-layer tensors, in this order (an empty tensor where the model has none):
-//   ln1, qkv weight, qkv packed, qkv bias, o weight, o packed, o bias, ln2, gate_up weight,
-//   gate_up packed, gate_up bias, down weight, down packed, down bias, q_norm, k_norm
-constexpr int64_t LAYER_TENSORS = 16;
+// The per-layer tensors, in this order (an empty tensor where the model has none): ln1, the QKV
+// linear (LINEAR_TENSORS: weight, oneDNN's, ours, bias), the o linear, ln2, the gate-up linear, the
+// down linear, q_norm, k_norm
+enum : int64_t { LN1 = 0, QKV = 1, O = 5, LN2 = 9, GATE_UP = 10, DOWN = 14, Q_NORM = 18, K_NORM = 19 };
+constexpr int64_t LAYER_TENSORS = 20;
 
-// The forward pass of B tokens: tokens[b] at positions[b] of pool row rows[b]. Returns the hidden
-// states after the last layer, (B, hidden). eps: per layer [ln1, ln2, q/k norm];
+// The forward pass of B tokens: tokens[b] at positions[b] of pool row rows[b]. Returns the logits
+// at the tokens `last` (all when empty): the final norm, then the head (LINEAR_TENSORS tensors;
+// none: the normed hidden states, for a head the runner runs itself). eps: per layer [ln1, ln2, q/k norm];
 // scales: per layer, the attention scale left after the runner folded the rest into W_q.
 at::Tensor forward_tokens(at::Tensor tokens, at::Tensor rows, at::Tensor positions, at::Tensor embed,
                        std::vector<at::Tensor> layers, std::vector<at::Tensor> k_pools,
                        std::vector<at::Tensor> v_pools, at::Tensor bias, at::Tensor cos, at::Tensor sin_signed,
                        int64_t heads, int64_t kv_heads, std::vector<double> eps, std::vector<double> scales,
-                       int64_t packed_min_rows) {
+                       at::Tensor last, at::Tensor norm, double norm_eps, std::vector<at::Tensor> head,
+                       int64_t min_macs) {
     check_rows(tokens, "tokens"), check_rows(rows, "rows"), check_rows(positions, "positions");
     const int64_t n_layers = static_cast<int64_t>(k_pools.size());
     TORCH_CHECK(static_cast<int64_t>(layers.size()) == n_layers * LAYER_TENSORS && v_pools.size() == k_pools.size()
@@ -255,14 +286,26 @@ at::Tensor forward_tokens(at::Tensor tokens, at::Tensor rows, at::Tensor positio
     auto x = embed.index_select(0, tokens);
     for (int64_t i = 0; i < n_layers; ++i) {
         const at::Tensor* w = layers.data() + i * LAYER_TENSORS;
-        auto qkv = linear(rms_norm(x, w[0], eps[3 * i]), w[1], w[2], w[3], packed_min_rows);
-        auto q = rope_and_write(qkv, s, rp, pp, cos, sin_signed, k_pools[i], v_pools[i], w[14], w[15], eps[3 * i + 2]);
-        x.add_(linear(attention(q, s, rp, pp, k_pools[i], v_pools[i], bias, scales[i]), w[4], w[5], w[6],
-                      packed_min_rows));
-        auto gate_up = linear(rms_norm(x, w[7], eps[3 * i + 1]), w[8], w[9], w[10], packed_min_rows);
-        x.add_(linear(silu_mul(gate_up), w[11], w[12], w[13], packed_min_rows));
+        auto qkv = linear(rms_norm(x, w[LN1], eps[3 * i]), Linear(w + QKV), min_macs);
+        auto q = rope_and_write(qkv, s, rp, pp, cos, sin_signed, k_pools[i], v_pools[i], w[Q_NORM], w[K_NORM],
+                                eps[3 * i + 2]);
+        linear_add(attention(q, s, rp, pp, k_pools[i], v_pools[i], bias, scales[i]), Linear(w + O), x, min_macs);
+        auto gate_up = linear(rms_norm(x, w[LN2], eps[3 * i + 1]), Linear(w + GATE_UP), min_macs);
+        linear_add(silu_mul(gate_up), Linear(w + DOWN), x, min_macs);
     }
-    return x;
+    if (last.numel() > 0) x = x.index_select(0, last);  // only the tokens whose next token is wanted
+    x = rms_norm(x, norm, norm_eps);
+    return head.empty() ? x : linear(x, Linear(head.data()), min_macs);
+}
+
+// A linear layer through ours alone (the runner's head; tests): x (M, K) -> (M, N).
+at::Tensor linear_ours(at::Tensor x, at::Tensor packed, int64_t N, at::Tensor bias) {
+    TORCH_CHECK(x.scalar_type() == at::kFloat && x.dim() == 2, "linear: a 2-d float32 input");
+    x = x.contiguous();
+    auto y = at::empty({x.size(0), N}, x.options());
+    gemm::multiply(x.data_ptr<float>(), x.size(0), x.size(1), packed.data_ptr<float>(), N,
+                   bias.numel() > 0 ? bias.data_ptr<float>() : nullptr, y.data_ptr<float>(), false);
+    return y;
 }
 
 // The attention alone (for tests against softmax over matmuls): q (B, heads * D) over pool rows
@@ -277,7 +320,14 @@ at::Tensor decode_attention(at::Tensor q, at::Tensor rows, at::Tensor positions,
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-    m.def("forward_tokens", &forward_tokens, "a Llama-family decoder's layers over tokens at (row, position) of the KV pool");
-    m.def("decode_attention", &decode_attention, "softmax(scale * q.K^T + bias) V over pool rows, one query each");
+    // without the interpreter lock while they run: the engine process's other thread (reading
+    // requests from the pipe) runs meanwhile
+    m.def("forward_tokens", &forward_tokens, "a Llama-family decoder's layers over tokens at (row, position) of the KV pool",
+          py::call_guard<py::gil_scoped_release>());
+    m.def("decode_attention", &decode_attention, "softmax(scale * q.K^T + bias) V over pool rows, one query each",
+          py::call_guard<py::gil_scoped_release>());
+    m.def("pack_linear", &gemm::pack, "a weight (N, K) packed for `linear`; empty without AVX-512");
+    m.def("linear", &linear_ours, "x W^T + bias with a weight from `pack_linear`",
+          py::call_guard<py::gil_scoped_release>());
     m.attr("LAYER_TENSORS") = LAYER_TENSORS;
 }
