@@ -102,6 +102,7 @@ def serve(options: ServeOptions) -> None:
     """Load the model, start the engine client, serve until Ctrl-C (or SIGTERM)."""
     import uvicorn
 
+    from ponder.engine.process import freeze_startup_heap
     from ponder.serve.app import create_app
 
     if options.backend == "vllm":
@@ -120,6 +121,7 @@ def serve(options: ServeOptions) -> None:
         soft_wrap=True,
     )
     sys.stdout.flush()
+    freeze_startup_heap()
     # the app's shutdown closes the engine client and the store; running requests get 10 s to finish
     uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=10)).run(sockets=[sock])
 
