@@ -44,6 +44,14 @@ class Linear:
         if pack and self.ours is None:
             self.packed = _packed(weight)
 
+    def compiled_args(self) -> list[torch.Tensor]:
+        """The four tensors csrc/decode.cpp takes for a linear layer: the weight, oneDNN's packed
+        copy, ours, the bias (an empty tensor for each one this layer has not)."""
+        return [
+            self.weight.detach(),
+            *(_NONE if t is None else t.detach() for t in (self.packed, self.ours, self.bias)),
+        ]
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.ours is not None:
             bias = self.bias if self.bias is not None else _NONE

@@ -192,7 +192,7 @@ class LlamaRunner:
         for w in self.layers:
             for item in (w.ln1, w.qkv, w.o, w.ln2, w.gate_up, w.down):
                 if isinstance(item, Linear):
-                    tensors += [item.weight, _or(item.packed, none), _or(item.ours, none), _or(item.bias, none)]
+                    tensors += item.compiled_args()
                 else:
                     tensors.append(item.weight.contiguous())
             tensors += [_or(w.q_norm and w.q_norm.weight, none), _or(w.k_norm and w.k_norm.weight, none)]
@@ -200,11 +200,10 @@ class LlamaRunner:
             scales.append(w.scale)
         tensors = [t.detach() for t in tensors]
         assert len(tensors) == self.compiled.LAYER_TENSORS * len(self.layers)
-        head = []  # the head in the compiled call when it is a linear layer; else run after it
-        if isinstance(self.head, Linear):
-            head = [self.head.weight, _or(self.head.packed, none), _or(self.head.ours, none), _or(self.head.bias, none)]
+        # the head runs inside the compiled call when it is a linear layer; any other module after it
+        head = self.head.compiled_args() if isinstance(self.head, Linear) else []
         norm = self.core.norm
-        return tensors, eps, scales, norm.weight.detach(), _eps(norm), [t.detach() for t in head]
+        return tensors, eps, scales, norm.weight.detach(), _eps(norm), head
 
     def new_pool(self, lazy: bool | None = None) -> KVPool:
         """A pool for `forward`; `lazy=False` zeroes it, as `prefill` and `decode` called directly
