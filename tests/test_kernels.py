@@ -126,6 +126,22 @@ def test_a_packed_linear_gives_what_f_linear_gives(rows):
     torch.testing.assert_close(out, torch.nn.functional.linear(x, weight, bias), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize(("rows", "out", "inp"), [(1, 384, 128), (7, 100, 70), (13, 768, 128), (64, 17, 384)])
+def test_our_matrix_multiply_gives_what_f_linear_gives(kernels, rows, out, inp):
+    """csrc/gemm.h: every tile shape (1-6 rows, 1-4 panels, a partial last panel), with a bias."""
+    from ponder.engine.linear import Linear
+
+    torch.manual_seed(rows)
+    weight, bias = torch.randn(out, inp), torch.randn(out)
+    linear = Linear(weight, bias, pack=True, kernels=kernels)
+    if linear.ours is None:
+        pytest.skip("this CPU has no AVX-512: the engine uses oneDNN or F.linear")
+    x = torch.randn(rows, inp)
+    with torch.inference_mode():
+        out_ours = linear(x)
+    torch.testing.assert_close(out_ours, torch.nn.functional.linear(x, weight, bias), rtol=1e-5, atol=1e-4)
+
+
 def test_a_built_kernel_is_imported_without_torch_s_build_lock(kernels, monkeypatch):
     """Once built, later processes import the library directly: no lock, no ninja run (a process
     killed inside torch's `load` leaves a lock every later `load` waits on forever)."""

@@ -171,3 +171,31 @@ def test_concurrent_saves_commit_together_and_a_bad_one_fails_alone(tmp_path):
     with sqlite3.connect(tmp_path / "feedback.sqlite") as db:
         ids = {row[0] for row in db.execute("SELECT id FROM completions")}
     assert ids == {f"chatcmpl-{i}" for i in range(42)}
+
+
+def test_a_save_whose_event_loop_closed_does_not_stop_later_saves(tmp_path):
+    """A server shut down mid-request: its loop closes before the commit answers. The next save, from
+    another loop, still commits (the commit worker survives answering a closed loop)."""
+    import asyncio
+
+    store = FeedbackStore(tmp_path / "feedback.sqlite")
+    save = store._save
+
+    def slow_save(rows):
+        time.sleep(0.2)
+        save(rows)
+
+    store._save = slow_save
+
+    async def give_up():
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(store.save_completions([completion_row(0)]), timeout=0.01)
+
+    try:
+        asyncio.run(give_up())  # the loop closes while the commit is still on its way
+        time.sleep(0.3)
+        asyncio.run(asyncio.wait_for(store.save_completions([completion_row(1)]), timeout=10))
+    finally:
+        store.close()
+    with sqlite3.connect(tmp_path / "feedback.sqlite") as db:
+        assert {row[0] for row in db.execute("SELECT id FROM completions")} == {"chatcmpl-0", "chatcmpl-1"}

@@ -166,7 +166,10 @@ class FeedbackStore:
             except Exception:
                 results = [_attempt(self._save, rows) for rows, _ in batch]
             for (_, done), error in zip(batch, results, strict=True):
-                done.get_loop().call_soon_threadsafe(_settle, done, error)
+                try:
+                    done.get_loop().call_soon_threadsafe(_settle, done, error)
+                except RuntimeError:  # its event loop has closed (a server shut down mid-request)
+                    pass
 
     def _save(self, rows: list[CompletionRow]) -> None:
         now = time.time()
