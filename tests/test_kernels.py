@@ -168,3 +168,21 @@ def test_a_lock_left_by_an_interrupted_build_is_removed_once_stale(tmp_path):
     os.utime(lock, (old, old))
     _clear_stale_lock(tmp_path)
     assert not lock.exists()
+
+
+def test_torch_s_step_on_a_pool_made_for_the_compiled_one_reads_no_garbage(kernels):
+    """A CPU pool is left uninitialised for the compiled step; if torch's step runs on it later (the
+    weights changed dtype), the slots no one wrote must not turn its masked reads into NaN."""
+    from ponder.engine.runner import LlamaRunner
+
+    runner = LlamaRunner(random_model("llama"))
+    pool = runner.new_pool()
+    assert pool.lazy
+    pool.allocate(4, 32)
+    with torch.inference_mode():
+        for t in pool.k + pool.v:
+            t.fill_(float("nan"))  # what uninitialised memory may hold
+    runner.forward(pool, [0, 1], [[5, 6, 7], [8, 9]], [0, 0])
+    runner.step_args = None
+    logits = runner.forward(pool, [0, 1], [[3], [4]], [3, 2])
+    assert torch.isfinite(logits).all()

@@ -225,6 +225,10 @@ class LlamaRunner:
         the longer ones as `prefill`, torch's versions of the same step."""
         if self.step_args is not None:
             return self._compiled_forward(pool, slots, chunks, starts)
+        if pool.lazy:  # made for the compiled step (the weights changed dtype since): torch's reads it all
+            for t in pool.k + pool.v:
+                t.nan_to_num_(0.0, 0.0, 0.0)
+            pool.lazy = False
         one = [i for i, chunk in enumerate(chunks) if len(chunk) == 1]
         many = [i for i, chunk in enumerate(chunks) if len(chunk) > 1]
         if not many:
