@@ -7,20 +7,22 @@
 // layers, 64 rows) the torch version of the step ran about 25 ATen calls per layer from Python, and
 // the calls between the matmuls (norms, RoPE, the cache writes, SiLU, their dispatch) cost more
 // than the matmuls; the batched matmuls of attention read the cache at a third of the machine's
-// bandwidth. Here the whole step is one call: the matmuls are oneDNN's (the runner packs their
-// weights once per weight version) and everything between them is a loop over the rows.
+// bandwidth. Here the whole step is one call: the matmuls are ours (gemm.h, on weights the runner
+// packs once per weight version; oneDNN's or ATen's where this CPU has no AVX-512) and everything
+// between them is a loop over the tokens.
 //
 //   x = embed[tokens]
 //   per layer:  h = rms(x) ; qkv = h W_qkv ; rope(q), rope(k) ; k, v -> pool[row, :, position]
 //               x += attention(q, pool[row, :, :position + 1]) W_o
 //               x += (silu(rms(x) W_gate) * rms(x) W_up) W_down
-//   return x    (the runner applies the final norm and the head to it)
+//   return head(rms(x[last]))    (or rms(x[last]) alone, for a head the runner runs itself)
 //
 // Every token's key is written before any token attends, and a token attends to its row's keys
 // [0, its position] only: so the tokens of one prompt attend causally, with no mask to build.
 // Attention reads each (token, kv head)'s keys and values once, in blocks (an online softmax, as
-// flash decoding does), and prefetches the next (token, head)'s while it computes this one. Built on first use by torch.utils.cpp_extension (kernels.py); where
-// it cannot be built, the runner's torch version of the same step runs.
+// flash decoding does), and prefetches the next (token, head)'s while it computes this one. Built
+// on first use by torch.utils.cpp_extension (kernels.py); where it cannot be built, the runner's
+// torch version of the same step runs.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
