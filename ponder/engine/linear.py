@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 # (rows x out x in) F.linear is faster. Measured on a 2-core EPYC, one thread: at 14 rows the
 # 128 x 128 projection is 6.8 us with F.linear against 11.3 packed; 128 -> 768 is 33.9 against 21.7.
 PACKED_MIN_MACS = 600_000
-_NONE = torch.empty(0)
 PACK_HINT_ROWS = 64  # the batch size oneDNN lays the weight out for (any row count works)
+_EMPTY = torch.empty(0)  # "none" for the compiled calls, which take tensors only
 
 
 class Linear:
@@ -47,15 +47,11 @@ class Linear:
     def compiled_args(self) -> list[torch.Tensor]:
         """The four tensors csrc/decode.cpp takes for a linear layer: the weight, oneDNN's packed
         copy, ours, the bias (an empty tensor for each one this layer has not)."""
-        return [
-            self.weight.detach(),
-            *(_NONE if t is None else t.detach() for t in (self.packed, self.ours, self.bias)),
-        ]
+        return [self.weight.detach(), *(or_empty(t) for t in (self.packed, self.ours, self.bias))]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.ours is not None:
-            bias = self.bias if self.bias is not None else _NONE
-            flat = self.kernels.linear(x.reshape(-1, x.shape[-1]), self.ours, self.weight.shape[0], bias)
+            flat = self.kernels.linear(x.reshape(-1, x.shape[-1]), self.ours, self.weight.shape[0], or_empty(self.bias))
             return flat.view(*x.shape[:-1], flat.shape[-1])
         if self.packed is not None and x.numel() * self.weight.shape[0] >= PACKED_MIN_MACS:
             flat = torch.ops.mkldnn._linear_pointwise(
@@ -63,6 +59,11 @@ class Linear:
             )
             return flat.view(*x.shape[:-1], flat.shape[-1])
         return F.linear(x, self.weight, self.bias)
+
+
+def or_empty(tensor: torch.Tensor | None) -> torch.Tensor:
+    """A tensor as the compiled calls take it: detached, or an empty tensor for none."""
+    return _EMPTY if tensor is None else tensor.detach()
 
 
 def _packed(weight: torch.Tensor) -> torch.Tensor | None:

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from ponder.engine.kernels import decode_kernels
-from ponder.engine.linear import PACKED_MIN_MACS, Linear
+from ponder.engine.linear import PACKED_MIN_MACS, Linear, or_empty
 
 SUPPORTED = ("llama", "qwen2", "qwen3", "mistral")
 EVERY_TOKEN = torch.empty(0, dtype=torch.long)  # the compiled forward's `last`: logits at every token
@@ -187,18 +187,16 @@ class LlamaRunner:
         epsilons and attention scales; None where the torch step runs (no kernels, not float32)."""
         if self.compiled is None or self.core.embed_tokens.weight.dtype != torch.float32:
             return None
-        none = torch.empty(0)
         tensors, eps, scales = [], [], []
         for w in self.layers:
             for item in (w.ln1, w.qkv, w.o, w.ln2, w.gate_up, w.down):
                 if isinstance(item, Linear):
                     tensors += item.compiled_args()
                 else:
-                    tensors.append(item.weight.contiguous())
-            tensors += [_or(w.q_norm and w.q_norm.weight, none), _or(w.k_norm and w.k_norm.weight, none)]
+                    tensors.append(item.weight.detach().contiguous())
+            tensors += [or_empty(norm.weight if norm is not None else None) for norm in (w.q_norm, w.k_norm)]
             eps += [_eps(w.ln1), _eps(w.ln2), _eps(w.q_norm) if w.q_norm is not None else 0.0]
             scales.append(w.scale)
-        tensors = [t.detach() for t in tensors]
         assert len(tensors) == self.compiled.LAYER_TENSORS * len(self.layers)
         # the head runs inside the compiled call when it is a linear layer; any other module after it
         head = self.head.compiled_args() if isinstance(self.head, Linear) else []
@@ -430,7 +428,3 @@ def _rms_norm(norm, x: torch.Tensor) -> torch.Tensor:
 
 def _eps(norm) -> float:
     return getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-6)
-
-
-def _or(tensor: torch.Tensor | None, default: torch.Tensor) -> torch.Tensor:
-    return default if tensor is None else tensor
